@@ -1,0 +1,44 @@
+"""The command line: `python -m frontal_exp [overrides]` runs `evaluate` on a Hydra config."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from frontal_exp.config import register_configs
+from frontal_exp.errors import FrontalExpError
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+log = logging.getLogger("frontal_exp")
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def run(cfg: DictConfig) -> float:
+    """Hydra entry point: evaluate, print the results table, return Net Gain (for sweepers)."""
+    from frontal_exp.evaluation import evaluate, format_results
+
+    out_dir = HydraConfig.get().runtime.output_dir
+    try:
+        result = evaluate(cfg, output_dir=out_dir)
+    except FrontalExpError as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        raise SystemExit(2) from exc
+    print(format_results(result.metrics, result.params))
+    if result.run_id:
+        print(f"MLflow run {result.run_id} ({os.environ.get('MLFLOW_TRACKING_URI') or cfg.tracking.uri or 'sqlite: ' + str(Path(cfg.output_root).resolve() / 'mlflow.db')})")
+    return float(result.metrics["net_gain"])
+
+
+def main() -> None:
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Folder-per-identity datasets: `root/<identity>/*.jpg`, and LFW, which has that layout."""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from pathlib import Path
+
+from frontal_exp.data.base import Dataset, Item, LoadedDataset, Skip, require_dir
+from frontal_exp.errors import ConfigError, DatasetError
+from frontal_exp.images import IMAGE_SUFFIXES
+
+FOLDER_LAYOUT = """  ROOT/<identity>/<any name>.jpg|png   (two or more photos per identity;
+  the GT photo is chosen by gt=pattern (gt_pattern, e.g. '*frontal*'), gt=first or gt=pose)"""
+
+LFW_LAYOUT = """  ROOT/<Name>/<Name>_0001.jpg   (e.g. lfw/Aaron_Peirsol/Aaron_Peirsol_0001.jpg)"""
+
+
+class FolderDataset(Dataset):
+    """One folder per identity; one photo is the GT, the others are the angled inputs.
+
+    `gt`: `pattern` (the first file matching `gt_pattern`), `first` (first file by name),
+    or `pose` (the most frontal by estimated head pose). Identities with no GT, or with
+    no other photo, are skipped and counted.
+    """
+
+    name = "folder"
+    layout = FOLDER_LAYOUT
+
+    def __init__(
+        self,
+        root: str | None = None,
+        gt: str = "pose",
+        gt_pattern: str = "*frontal*",
+        min_images: int = 2,
+        estimate_pose: bool = False,
+        cache_dir: str | None = None,
+        limit: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(limit=limit, seed=seed)
+        if gt not in ("pattern", "first", "pose"):
+            raise ConfigError(f"dataset.gt must be one of pattern, first, pose; got {gt!r}")
+        self.root = root
+        self.gt = gt
+        self.gt_pattern = gt_pattern
+        self.min_images = min_images
+        self.estimate_pose = estimate_pose
+        self.cache_dir = cache_dir
+
+    def _identities(self, root: Path) -> dict[str, list[Path]]:
+        out = {}
+        for d in sorted(p for p in root.iterdir() if p.is_dir()):
+            files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            out[d.name] = files
+        return out
+
+    def _load(self) -> LoadedDataset:
+        root = require_dir(self.root, self.layout)
+        people = self._identities(root)
+        if not any(people.values()):
+            raise DatasetError(f"no images in identity folders under {root}. Expected layout:\n{self.layout}")
+        skipped: list[Skip] = []
+        need_pose = self.gt == "pose" or self.estimate_pose
+        poses = {}
+        if need_pose:
+            from frontal_exp.data.poses import estimate_poses
+
+            poses = estimate_poses([p for files in people.values() for p in files], self.cache_dir)
+        items: list[Item] = []
+        for identity, files in people.items():
+            if len(files) < self.min_images:
+                skipped.append(Skip(identity, f"fewer_than_{self.min_images}_images"))
+                continue
+            gt = self._choose_gt(files, poses)
+            if gt is None:
+                skipped.append(Skip(identity, "no_gt"))
+                continue
+            for path in files:
+                if path == gt:
+                    continue
+                pose = poses.get(path)
+                yaw, pitch, roll = pose if pose else (None, None, None)
+                items.append(Item(f"{identity}/{path.name}", identity, path, gt, yaw, pitch, roll))
+        return LoadedDataset(self.name, items, skipped)
+
+    def _choose_gt(self, files: list[Path], poses: dict) -> Path | None:
+        if self.gt == "first":
+            return files[0]
+        if self.gt == "pattern":
+            return next((f for f in files if fnmatch.fnmatch(f.name, self.gt_pattern)), None)
+        scored = [(math.hypot(poses[f][0], poses[f][1]), f) for f in files if poses.get(f)]
+        return min(scored)[1] if scored else None
+
+
+class LfwDataset(FolderDataset):
+    """Labeled Faces in the Wild (`lfw/Name/Name_NNNN.jpg`): people with at least 2 photos."""
+
+    name = "lfw"
+    layout = LFW_LAYOUT
+
+    def __init__(
+        self,
+        root: str | None = None,
+        gt: str = "pose",
+        min_images: int = 2,
+        estimate_pose: bool = False,
+        cache_dir: str | None = None,
+        limit: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(root=root, gt=gt, gt_pattern="*_0001.*", min_images=min_images,
+                         estimate_pose=estimate_pose, cache_dir=cache_dir, limit=limit, seed=seed)

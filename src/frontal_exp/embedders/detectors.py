@@ -1,0 +1,123 @@
+"""Face detectors: insightface-format ONNX detectors (SCRFD) and RetinaFace-ResNet50 (PyTorch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from frontal_exp.embedders.base import Detector, Face
+from frontal_exp.embedders.models import file_fingerprint, resolve_model
+from frontal_exp.errors import MissingWeightsError
+
+
+def onnx_providers(device: str = "auto") -> list[str]:
+    """onnxruntime providers for a device name: auto uses CUDA when the runtime has it."""
+    import onnxruntime
+
+    # batched calls of models exported with a fixed batch dimension warn on every call
+    onnxruntime.set_default_logger_severity(3)
+    available = onnxruntime.get_available_providers()
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _round_up(x: int, k: int = 32) -> int:
+    return ((x + k - 1) // k) * k
+
+
+class InsightFaceDetector(Detector):
+    """Any detector in insightface's ONNX format with 5 keypoints (SCRFD-500M, SCRFD-10GF, ...).
+
+    `det_size` caps the network input; smaller images are run at their own size (rounded
+    up to a multiple of 32, at least `min_det_size`), which is faster and as accurate.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        models_dir: str | None = None,
+        det_size: int = 640,
+        min_det_size: int = 160,
+        det_thresh: float = 0.5,
+        device: str = "auto",
+    ) -> None:
+        from insightface.model_zoo import get_model
+
+        self.model_path = resolve_model(model, models_dir)
+        self.det_size = det_size
+        self.min_det_size = min_det_size
+        self.det_thresh = det_thresh
+        self._model = get_model(str(self.model_path), providers=onnx_providers(device))
+        if self._model is None or not hasattr(self._model, "detect"):
+            raise MissingWeightsError(f"{self.model_path} is not an insightface-format detector")
+        self._model.prepare(ctx_id=-1 if device == "cpu" else 0, det_thresh=det_thresh,
+                            input_size=(det_size, det_size))
+        self.name = f"{Path(model).stem}"
+        self._fingerprint = file_fingerprint(self.model_path)
+
+    def input_size_for(self, image: np.ndarray) -> tuple[int, int]:
+        side = _round_up(max(image.shape[:2]))
+        side = int(min(self.det_size, max(self.min_det_size, side)))
+        return side, side
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        bboxes, kpss = self._model.detect(image, input_size=self.input_size_for(image))
+        faces = [
+            Face(bbox=b[:4].astype(np.float32), kps=k.astype(np.float32), det_score=float(b[4]))
+            for b, k in zip(bboxes, kpss, strict=True)
+        ]
+        return sorted(faces, key=lambda f: -f.det_score)
+
+    def cache_key(self) -> str:
+        return f"{self.name}-{self._fingerprint}-{self.det_size}-{self.min_det_size}-{self.det_thresh}"
+
+
+class RetinaFaceDetector(Detector):
+    """RetinaFace proper (ResNet50 backbone, facexlib architecture), e.g. the study's detector.
+
+    Loads `detection_Resnet50_Final.pth` (the biubug6 / facexlib checkpoint) from the models
+    directory; never downloads.
+    """
+
+    def __init__(
+        self,
+        model: str = "facexlib/detection_Resnet50_Final.pth",
+        models_dir: str | None = None,
+        det_thresh: float = 0.8,
+        max_side: int = 640,
+        device: str = "auto",
+    ) -> None:
+        import torch
+        from facexlib.detection.retinaface import RetinaFace
+
+        self.model_path = resolve_model(model, models_dir)
+        self.det_thresh = det_thresh
+        self.max_side = max_side
+        self.device = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+        net = RetinaFace(network_name="resnet50", half=False, phase="test", device=self.device)
+        state = torch.load(self.model_path, map_location="cpu", weights_only=True)
+        # checkpoints saved from DataParallel carry a "module." prefix
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        net.load_state_dict(state, strict=True)
+        self._net = net.to(self.device).eval()
+        self.name = "retinaface_r50"
+        self._fingerprint = file_fingerprint(self.model_path)
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        import torch
+
+        from frontal_exp.images import downscale_to
+
+        small, scale = downscale_to(image, self.max_side)
+        with torch.no_grad():
+            dets = self._net.detect_faces(small, conf_threshold=self.det_thresh)
+        faces = []
+        for d in np.asarray(dets, dtype=np.float32).reshape(-1, 15):
+            faces.append(Face(bbox=d[:4] / scale, kps=d[5:15].reshape(5, 2) / scale,
+                              det_score=float(d[4])))
+        return sorted(faces, key=lambda f: -f.det_score)
+
+    def cache_key(self) -> str:
+        return f"{self.name}-{self._fingerprint}-{self.max_side}-{self.det_thresh}"

@@ -1,0 +1,101 @@
+"""FaceEmbedder: detect -> pick one face -> align to the ArcFace template -> embed (batched)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from frontal_exp.embedders.align import norm_crop
+from frontal_exp.embedders.base import Detector, Face, Recognizer
+from frontal_exp.images import downscale_to
+
+
+@dataclass
+class FaceEmbedding:
+    """The face an embedder chose in an image, and its embedding (None: no face found)."""
+
+    embedding: np.ndarray | None
+    face: Face | None = None
+    #: "", or why there is no embedding (e.g. "no_face")
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.embedding is not None
+
+
+class FaceEmbedder:
+    """A detector + recognizer pair, as the study's "Retina+R100", "SCRFD+R50", ...
+
+    Huge images are downscaled before detection (`max_side`). When nothing is found, the
+    image is padded by `pad` of its size on every side and searched again: tight,
+    pre-aligned crops (a face filling the image) are otherwise missed because detectors
+    were trained on faces with context around them.
+    """
+
+    def __init__(
+        self,
+        detector: Detector,
+        recognizer: Recognizer,
+        name: str = "embedder",
+        select: str = "largest",
+        pad: float = 0.5,
+        max_side: int = 1280,
+    ) -> None:
+        if select not in ("largest", "central", "score"):
+            raise ValueError(f"select must be largest, central or score, not {select!r}")
+        self.detector = detector
+        self.recognizer = recognizer
+        self.name = name
+        self.select = select
+        self.pad = pad
+        self.max_side = max_side
+
+    def cache_key(self) -> str:
+        return (f"{self.detector.cache_key()}|{self.recognizer.cache_key()}|"
+                f"{self.select}|{self.pad}|{self.max_side}")
+
+    def _pick(self, faces: list[Face], shape: tuple[int, ...]) -> Face:
+        if self.select == "score":
+            return max(faces, key=lambda f: f.det_score)
+        if self.select == "central":
+            centre = np.array([shape[1] / 2, shape[0] / 2])
+            return min(faces, key=lambda f: np.linalg.norm(f.kps.mean(0) - centre))
+        return max(faces, key=lambda f: f.area)
+
+    def find_face(self, image: np.ndarray) -> Face | None:
+        """The chosen face in original image coordinates, or None."""
+        small, scale = downscale_to(image, self.max_side)
+        faces = self.detector.detect(small)
+        offset = 0
+        if not faces and self.pad > 0:
+            offset = int(round(self.pad * max(small.shape[:2])))
+            padded = cv2.copyMakeBorder(small, offset, offset, offset, offset, cv2.BORDER_CONSTANT, value=0)
+            faces = self.detector.detect(padded)
+        if not faces:
+            return None
+        face = self._pick(faces, (small.shape[0] + 2 * offset, small.shape[1] + 2 * offset))
+        return Face(
+            bbox=(face.bbox - offset) / scale,
+            kps=(face.kps - offset) / scale,
+            det_score=face.det_score,
+        )
+
+    def align(self, image: np.ndarray, face: Face) -> np.ndarray:
+        return norm_crop(image, face.kps, self.recognizer.input_size)
+
+    def embed_images(self, images: list[np.ndarray]) -> list[FaceEmbedding]:
+        """Embed the chosen face of each image; recognition runs as one batch."""
+        faces = [self.find_face(img) for img in images]
+        todo = [i for i, f in enumerate(faces) if f is not None]
+        crops = [self.align(images[i], faces[i]) for i in todo]
+        feats = self.recognizer.embed(crops) if crops else np.zeros((0, 0), np.float32)
+        out = [FaceEmbedding(None, None, "no_face") for _ in images]
+        for row, i in enumerate(todo):
+            out[i] = FaceEmbedding(feats[row], faces[i])
+        return out
+
+    def embed(self, image: np.ndarray) -> FaceEmbedding:
+        return self.embed_images([image])[0]

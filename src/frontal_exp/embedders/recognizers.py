@@ -1,0 +1,47 @@
+"""Face recognizers: insightface-format ArcFace ONNX models (MobileFaceNet, ResNet50/100)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from frontal_exp.embedders.base import Recognizer, l2_normalize
+from frontal_exp.embedders.detectors import onnx_providers
+from frontal_exp.embedders.models import file_fingerprint, resolve_model
+from frontal_exp.errors import MissingWeightsError
+
+
+class ArcFaceRecognizer(Recognizer):
+    """ArcFace-style recognizer (112x112 aligned BGR crop in, D-dim embedding out), batched."""
+
+    def __init__(
+        self,
+        model: str,
+        models_dir: str | None = None,
+        batch_size: int = 32,
+        device: str = "auto",
+    ) -> None:
+        from insightface.model_zoo import get_model
+
+        self.model_path = resolve_model(model, models_dir)
+        self.batch_size = batch_size
+        self._model = get_model(str(self.model_path), providers=onnx_providers(device))
+        if self._model is None or not hasattr(self._model, "get_feat"):
+            raise MissingWeightsError(f"{self.model_path} is not an insightface-format recognizer")
+        self.input_size = int(self._model.input_size[0])
+        # Models exported with a fixed batch of 1 cannot take a stacked batch.
+        shape = self._model.session.get_inputs()[0].shape
+        self._fixed_batch = isinstance(shape[0], int) and shape[0] == 1
+        self.name = Path(model).stem
+        self._fingerprint = file_fingerprint(self.model_path)
+
+    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        if not crops:
+            return np.zeros((0, 0), dtype=np.float32)
+        step = 1 if self._fixed_batch else self.batch_size
+        feats = [self._model.get_feat(list(crops[i : i + step])) for i in range(0, len(crops), step)]
+        return l2_normalize(np.concatenate(feats, axis=0).astype(np.float32))
+
+    def cache_key(self) -> str:
+        return f"{self.name}-{self._fingerprint}"

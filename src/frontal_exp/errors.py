@@ -1,0 +1,31 @@
+"""Errors a user can hit, one type each, with a message that says what to do."""
+
+from __future__ import annotations
+
+
+class FrontalExpError(Exception):
+    """Base class of every error frontal_exp raises on purpose."""
+
+
+class MissingWeightsError(FrontalExpError):
+    """A model file that frontal_exp cannot download here is not on disk."""
+
+
+class BadImageError(FrontalExpError):
+    """An image file cannot be read or decoded (truncated, not an image, ...)."""
+
+
+class NoFaceError(FrontalExpError):
+    """No face was found where one was required."""
+
+
+class FrontalizationError(FrontalExpError):
+    """A frontalizer could not process an image (e.g. no face mesh found)."""
+
+
+class DatasetError(FrontalExpError):
+    """A dataset root is missing, empty or not in the expected layout."""
+
+
+class ConfigError(FrontalExpError):
+    """A configuration value is invalid."""

@@ -1,0 +1,300 @@
+"""The evaluation pipeline: angled image -> frontalized -> enhanced -> embedding -> scores.
+
+One `ItemRecord` per dataset item flows through the stages; every failure is kept on the
+record with its reason, so nothing is dropped silently. Work is cached by content at each
+stage (see `frontal_exp.cache`), so a sweep over enhancers re-runs only what changed and an
+interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from frontal_exp.cache import EmbeddingCache, ImageCache, pixel_hash
+from frontal_exp.data.base import Item
+from frontal_exp.embedders.embedder import FaceEmbedder, FaceEmbedding
+from frontal_exp.enhancers.base import Enhancer
+from frontal_exp.errors import BadImageError
+from frontal_exp.frontalizers.base import Frontalizer
+from frontal_exp.images import read_image
+
+log = logging.getLogger(__name__)
+
+#: item status values, in the order a record can fail
+STATUSES = (
+    "ok",
+    "unreadable_angle",
+    "unreadable_gt",
+    "frontalize_failed",
+    "enhance_failed",
+    "no_face_angle",
+    "no_face_gt",
+    "no_face_frontal",
+)
+
+
+@dataclass
+class ItemRecord:
+    """Everything measured for one item. Similarities are None where a face is missing."""
+
+    item_id: str
+    identity: str
+    angle_path: str
+    gt_path: str
+    yaw: float | None = None
+    pitch: float | None = None
+    roll: float | None = None
+    angle_face: bool = False
+    frontal_face: bool = False
+    gt_face: bool = False
+    angle_to_gt: float | None = None
+    frontal_to_gt: float | None = None
+    frontal_to_angle: float | None = None
+    angle_det_score: float | None = None
+    frontal_det_score: float | None = None
+    #: "ok", or the first reason this item cannot be paired (see STATUSES)
+    status: str = "ok"
+    #: every problem found, comma-separated (an item can lack two faces)
+    problems: str = ""
+    #: content key of the enhanced frontal image in the image cache
+    frontal_key: str | None = None
+    angle_embedding: np.ndarray | None = field(default=None, repr=False)
+    frontal_embedding: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def paired(self) -> bool:
+        return self.status == "ok"
+
+    def add_problem(self, problem: str) -> None:
+        self.problems = f"{self.problems},{problem}" if self.problems else problem
+        if self.status == "ok":
+            self.status = problem
+
+    def row(self) -> dict:
+        """The record as a flat table row (no embeddings)."""
+        d = asdict(self)
+        d.pop("angle_embedding")
+        d.pop("frontal_embedding")
+        return d
+
+
+@dataclass
+class PipelineOutput:
+    records: list[ItemRecord]
+    #: GT embedding per GT image path (None where no face / unreadable)
+    gt_embeddings: dict[str, np.ndarray | None]
+    cache_stats: dict[str, int]
+    frontal_cache: ImageCache
+    device_info: dict[str, str] = field(default_factory=dict)
+
+
+class EvaluationPipeline:
+    """Runs items through frontalizer, enhancer and embedder in batches, with caching."""
+
+    def __init__(
+        self,
+        embedder: FaceEmbedder,
+        frontalizer: Frontalizer,
+        enhancer: Enhancer,
+        cache_dir: str | Path,
+        batch_size: int = 32,
+        io_workers: int = 2,
+        use_cache: bool = True,
+    ) -> None:
+        self.embedder = embedder
+        self.frontalizer = frontalizer
+        self.enhancer = enhancer
+        self.batch_size = max(1, batch_size)
+        self.io_workers = max(1, io_workers)
+        self.embeddings = EmbeddingCache(cache_dir, embedder.cache_key(), enabled=use_cache)
+        model_key = frontalizer.cache_key()
+        self.frontal_images = ImageCache(cache_dir, model_key, enabled=use_cache)
+        self.enhanced_images = ImageCache(cache_dir, f"{model_key}|{enhancer.cache_key()}", enabled=use_cache)
+
+    # -- embedding with cache ---------------------------------------------------------
+    def embed_many(self, images: list[np.ndarray], keys: list[str] | None = None) -> list[FaceEmbedding]:
+        """Embeddings for images, from the cache where possible; misses run as one batch."""
+        keys = keys or [pixel_hash(im) for im in images]
+        out: list[FaceEmbedding | None] = [self.embeddings.get(k) for k in keys]
+        todo = [i for i, r in enumerate(out) if r is None]
+        if todo:
+            fresh = self.embedder.embed_images([images[i] for i in todo])
+            for i, r in zip(todo, fresh, strict=True):
+                self.embeddings.put(keys[i], r)
+                out[i] = r
+        return out  # type: ignore[return-value]
+
+    # -- image loading, overlapped with compute ---------------------------------------
+    def _read(self, path: Path) -> np.ndarray | BadImageError:
+        try:
+            return read_image(path)
+        except BadImageError as exc:
+            return exc
+
+    def _prefetch(self, chunks: list[list[Path]]) -> Iterator[list[np.ndarray | BadImageError]]:
+        """Yield decoded chunks while the next chunk decodes in background threads."""
+        if not chunks:
+            return
+        with ThreadPoolExecutor(self.io_workers) as pool:
+            pending = [pool.submit(self._read, p) for p in chunks[0]]
+            for nxt in [*chunks[1:], None]:
+                current = [f.result() for f in pending]
+                pending = [pool.submit(self._read, p) for p in nxt] if nxt is not None else []
+                yield current
+
+    def _chunks(self, seq: list, size: int) -> list[list]:
+        return [seq[i : i + size] for i in range(0, len(seq), size)]
+
+    # -- stages -----------------------------------------------------------------------
+    def embed_gts(self, items: list[Item]) -> tuple[dict[str, np.ndarray | None], dict[str, str]]:
+        """Embed each distinct GT image once; returns embeddings and failure reasons by path."""
+        paths = sorted({str(it.gt_path) for it in items})
+        embeddings: dict[str, np.ndarray | None] = {}
+        reasons: dict[str, str] = {}
+        chunks = self._chunks([Path(p) for p in paths], self.batch_size)
+        for chunk, images in zip(chunks, self._prefetch(chunks), strict=True):
+            good = [(str(p), im) for p, im in zip(chunk, images, strict=True) if not isinstance(im, Exception)]
+            for p, im in zip(chunk, images, strict=True):
+                if isinstance(im, Exception):
+                    embeddings[str(p)] = None
+                    reasons[str(p)] = f"unreadable: {im}"
+            results = self.embed_many([im for _, im in good])
+            for (p, _), r in zip(good, results, strict=True):
+                embeddings[p] = r.embedding
+                if not r.ok:
+                    reasons[p] = r.reason
+        return embeddings, reasons
+
+    def run(self, items: list[Item], progress: bool = False) -> PipelineOutput:
+        gt_emb, gt_reasons = self.embed_gts(items)
+        records: list[ItemRecord] = []
+        chunks = self._chunks(items, self.batch_size)
+        iterator = zip(chunks, self._prefetch([[it.angle_path for it in c] for c in chunks]), strict=True)
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(iterator, total=len(chunks), desc="items", unit="batch")
+        for chunk, images in iterator:
+            records.extend(self._run_chunk(chunk, images, gt_emb, gt_reasons))
+        stats = {
+            "embedding_cache_hits": self.embeddings.hits,
+            "embedding_cache_misses": self.embeddings.misses,
+            "frontal_cache_hits": self.frontal_images.hits + self.enhanced_images.hits,
+            "frontal_cache_misses": self.enhanced_images.misses,
+        }
+        return PipelineOutput(records, gt_emb, stats, self.enhanced_images)
+
+    def _frontalize_enhance(
+        self, angles: list[np.ndarray], keys: list[str]
+    ) -> list[tuple[np.ndarray | None, str]]:
+        """Enhanced frontal image (or None and the reason) per angled image, via the caches."""
+        out: list[tuple[np.ndarray | None, str]] = [(None, "")] * len(angles)
+        need_enhance: list[int] = []
+        frontals: dict[int, np.ndarray] = {}
+        need_frontal: list[int] = []
+        for i, key in enumerate(keys):
+            failure = self.enhanced_images.get_failure(key)
+            cached = None if failure else self.enhanced_images.get(key)
+            if failure:
+                out[i] = (None, failure)
+            elif cached is not None:
+                out[i] = (cached, "")
+            else:
+                frontal = self.frontal_images.get(key)
+                if frontal is not None:
+                    frontals[i] = frontal
+                    need_enhance.append(i)
+                else:
+                    need_frontal.append(i)
+        if need_frontal:
+            results = self.frontalizer.frontalize_batch([angles[i] for i in need_frontal])
+            for i, res in zip(need_frontal, results, strict=True):
+                if isinstance(res, Exception):
+                    reason = f"frontalize_failed: {type(res).__name__}: {res}"
+                    self.enhanced_images.put_failure(keys[i], reason)
+                    out[i] = (None, reason)
+                else:
+                    self.frontal_images.put(keys[i], res)
+                    frontals[i] = res
+                    need_enhance.append(i)
+        if need_enhance:
+            idx = sorted(need_enhance)
+            try:
+                enhanced = self.enhancer.enhance_batch([frontals[i] for i in idx], [angles[i] for i in idx])
+            except Exception:  # noqa: BLE001 - fall back to one by one, to blame one image
+                enhanced = []
+                for i in idx:
+                    try:
+                        enhanced.append(self.enhancer(frontals[i], angles[i]))
+                    except Exception as exc:  # noqa: BLE001 - recorded per item
+                        enhanced.append(exc)
+            for i, res in zip(idx, enhanced, strict=True):
+                if isinstance(res, Exception):
+                    reason = f"enhance_failed: {type(res).__name__}: {res}"
+                    self.enhanced_images.put_failure(keys[i], reason)
+                    out[i] = (None, reason)
+                else:
+                    self.enhanced_images.put(keys[i], res)
+                    out[i] = (res, "")
+        return out
+
+    def _run_chunk(
+        self,
+        chunk: list[Item],
+        images: list[np.ndarray | BadImageError],
+        gt_emb: dict[str, np.ndarray | None],
+        gt_reasons: dict[str, str],
+    ) -> list[ItemRecord]:
+        records = [
+            ItemRecord(it.item_id, it.identity, str(it.angle_path), str(it.gt_path), it.yaw, it.pitch, it.roll)
+            for it in chunk
+        ]
+        readable = [i for i, im in enumerate(images) if not isinstance(im, Exception)]
+        for i, im in enumerate(images):
+            if isinstance(im, Exception):
+                records[i].add_problem("unreadable_angle")
+        for rec in records:
+            reason = gt_reasons.get(rec.gt_path, "")
+            rec.gt_face = gt_emb.get(rec.gt_path) is not None
+            if reason.startswith("unreadable"):
+                rec.add_problem("unreadable_gt")
+        angles = [images[i] for i in readable]
+        keys = [pixel_hash(im) for im in angles]
+        angle_results = self.embed_many(angles, keys)
+        staged = self._frontalize_enhance(angles, keys)
+        made = [j for j, (img, _) in enumerate(staged) if img is not None]
+        frontal_results = dict(zip(made, self.embed_many([staged[j][0] for j in made]), strict=True))
+        for j, i in enumerate(readable):
+            rec = records[i]
+            rec.frontal_key = keys[j]
+            a = angle_results[j]
+            rec.angle_face, rec.angle_embedding = a.ok, a.embedding
+            rec.angle_det_score = a.face.det_score if a.ok else None
+            if not a.ok:
+                rec.add_problem("no_face_angle")
+            img, reason = staged[j]
+            if img is None:
+                rec.add_problem(reason.split(":")[0])
+            else:
+                f = frontal_results[j]
+                rec.frontal_face, rec.frontal_embedding = f.ok, f.embedding
+                rec.frontal_det_score = f.face.det_score if f.ok else None
+                if not f.ok:
+                    rec.add_problem("no_face_frontal")
+        for rec in records:
+            g = gt_emb.get(rec.gt_path)
+            if g is None and rec.status != "unreadable_gt" and "unreadable_gt" not in rec.problems:
+                rec.add_problem("no_face_gt")
+            if g is not None and rec.angle_embedding is not None:
+                rec.angle_to_gt = float(np.dot(rec.angle_embedding, g))
+            if g is not None and rec.frontal_embedding is not None:
+                rec.frontal_to_gt = float(np.dot(rec.frontal_embedding, g))
+            if rec.angle_embedding is not None and rec.frontal_embedding is not None:
+                rec.frontal_to_angle = float(np.dot(rec.frontal_embedding, rec.angle_embedding))
+        return records

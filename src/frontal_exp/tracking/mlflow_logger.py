@@ -1,0 +1,149 @@
+"""Logging runs to MLflow: params, metrics, per-item tables and figures.
+
+The default store is SQLite at an absolute path under `output_root`, so every job of a sweep
+(parallel ones included) writes to one database; `tracking.uri` or `MLFLOW_TRACKING_URI`
+point elsewhere (e.g. a remote MLflow server) instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from frontal_exp.evaluation import EvalResult
+
+log = logging.getLogger(__name__)
+
+def tracking_uri(cfg: DictConfig) -> str:
+    """The tracking URI of a config: tracking.uri, else $MLFLOW_TRACKING_URI, else SQLite."""
+    if cfg.tracking.uri:
+        return str(cfg.tracking.uri)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return default_sqlite_uri(cfg.output_root)
+
+
+def default_sqlite_uri(output_root: str | os.PathLike) -> str:
+    db = Path(output_root).expanduser().resolve() / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{db}"
+
+
+def client_for(uri: str) -> MlflowClient:
+    """An MLflow client for a URI. (MLflow sets a 20 s SQLite busy timeout per session, so
+    parallel jobs wait for each other's writes; the sweep callback creates the database and
+    the experiment before the jobs start, so they never race on the schema.)"""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(client: MlflowClient, name: str, output_root: str | os.PathLike) -> str:
+    """Experiment id by name, created with an absolute artifact location when new."""
+    for attempt in range(5):
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        artifacts = (Path(output_root).expanduser().resolve() / "mlartifacts").as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=artifacts)
+        except Exception:  # noqa: BLE001 - another job created it first; look again
+            time.sleep(0.2 * (attempt + 1))
+    raise RuntimeError(f"could not create or find MLflow experiment {name!r}")
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = str(v)[:500]
+    return out
+
+
+def run_name_of(cfg: DictConfig, params: dict[str, str]) -> str:
+    if cfg.tracking.run_name:
+        return str(cfg.tracking.run_name)
+    return f"{params['model']}+{params['enhancer']}|{params['embedder']}|{params['dataset']}"
+
+
+def log_result(cfg: DictConfig, result: EvalResult, parent_run_id: str | None = None) -> str:
+    """Log one evaluation as an MLflow run (a child of `parent_run_id` in a sweep)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    from frontal_exp.figures import pick_failures, pick_samples, records_figure
+
+    if parent_run_id is None:
+        parent_run_id = sweep_parent_run_id()
+    client = client_for(tracking_uri(cfg))
+    exp_id = ensure_experiment(client, cfg.tracking.experiment, cfg.output_root)
+    tags = {"frontal_exp.kind": "job"}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(exp_id, run_name=run_name_of(cfg, result.params), tags=tags)
+    run_id = run.info.run_id
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True)
+        params = {**flatten(container), **{f"run.{k}": v for k, v in result.params.items()}}
+        now = int(time.time() * 1000)
+        items = list(params.items())
+        for i in range(0, len(items), 100):
+            client.log_batch(run_id, params=[Param(k, v) for k, v in items[i : i + 100]])
+        metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items()]
+        client.log_batch(run_id, metrics=metrics, tags=[RunTag(f"param.{k}", v) for k, v in result.params.items()])
+        client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        client.log_table(run_id, data=result.items_table(), artifact_file="tables/items.json")
+        client.log_table(run_id, data=result.skipped_table(), artifact_file="tables/skipped.json")
+        import pandas as pd
+
+        results = pd.DataFrame([{**result.params, **result.metrics}])
+        client.log_table(run_id, data=results, artifact_file="tables/results.json")
+        if cfg.tracking.log_images:
+            sample = pick_samples(result.records, cfg.eval.grid_samples, cfg.seed)
+            grid = records_figure(sample, result.output.frontal_cache, f"{run_name_of(cfg, result.params)}")
+            client.log_image(run_id, grid[:, :, ::-1].copy(), "figures/triplets.png")
+            failures = pick_failures(result.records, cfg.eval.failure_samples)
+            if failures:
+                fig = records_figure(failures, result.output.frontal_cache, "failure cases")
+                client.log_image(run_id, fig[:, :, ::-1].copy(), "figures/failures.png")
+        if result.output_dir is not None:
+            for name in ("items.csv", "skipped.csv"):
+                if (result.output_dir / name).is_file():
+                    client.log_artifact(run_id, str(result.output_dir / name), "tables")
+        client.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    return run_id
+
+
+PARENT_FILE = "mlflow_parent.json"
+
+
+def sweep_parent_run_id() -> str | None:
+    """The parent run of the current Hydra sweep, if this job is part of one."""
+    import json
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except ValueError:
+        return None
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    path = Path(hc.sweep.dir) / PARENT_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("run_id")

@@ -1,0 +1,78 @@
+"""Hydra callback: one MLflow parent run per sweep, and a side-by-side summary at its end."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from frontal_exp.tracking.mlflow_logger import (
+    PARENT_FILE,
+    client_for,
+    ensure_experiment,
+    tracking_uri,
+)
+
+log = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS = [
+    "model", "enhancer", "embedder", "dataset", "n", "angle_to_gt", "frontal_to_gt", "net_gain",
+    "net_gain_ci_low", "net_gain_ci_high", "win_rate", "no_face_angle", "no_face_frontal",
+    "no_face_gt", "not_paired",
+]
+
+
+def collect_sweep(sweep_dir: Path) -> pd.DataFrame:
+    """One row per finished job of a sweep, from the jobs' results.json files."""
+    rows = []
+    for path in sorted(sweep_dir.glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
+        data = json.loads(path.read_text())
+        rows.append({"job": path.parent.name, **data["params"], **data["metrics"]})
+    return pd.DataFrame(rows)
+
+
+def format_summary(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "(no finished jobs)"
+    cols = ["job", *[c for c in SUMMARY_COLUMNS if c in df.columns]]
+    return df[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}")
+
+
+class MlflowSweepCallback(Callback):
+    """Creates the experiment and the parent run before the jobs start (no races between
+    parallel jobs), and closes it with a comparison table of the jobs."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not config.tracking.enabled:
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        client = client_for(tracking_uri(config))
+        exp_id = ensure_experiment(client, config.tracking.experiment, config.output_root)
+        overrides = " ".join(config.hydra.overrides.task)
+        run = client.create_run(exp_id, run_name=f"sweep {sweep_dir.name}",
+                                tags={"frontal_exp.kind": "sweep", "sweep.overrides": overrides[:5000]})
+        (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": run.info.run_id, "experiment_id": exp_id}))
+        log.info("MLflow parent run %s", run.info.run_id)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        df = collect_sweep(sweep_dir)
+        text = format_summary(df)
+        print(f"\nSweep summary ({sweep_dir}):\n{text}\n")
+        if not df.empty:
+            df.to_csv(sweep_dir / "summary.csv", index=False)
+        parent = sweep_dir / PARENT_FILE
+        if not config.tracking.enabled or not parent.is_file():
+            return
+        run_id = json.loads(parent.read_text())["run_id"]
+        client = client_for(tracking_uri(config))
+        if not df.empty:
+            client.log_table(run_id, data=df, artifact_file="tables/sweep_summary.json")
+            client.log_text(run_id, text, "sweep_summary.txt")
+        client.set_terminated(run_id, "FINISHED")

@@ -1,0 +1,228 @@
+"""Registry of every model file frontal_exp can use but cannot ship, and a CLI for them.
+
+    python -m frontal_exp.weights list      # what is expected, and what is present
+    python -m frontal_exp.weights verify    # size / sha256 of what is present
+    python -m frontal_exp.weights download  # fetch what is missing (needs internet)
+
+Files live under one models directory: `$FRONTAL_EXP_MODELS`, else `~/.frontal_exp/models`
+(every model config also takes an explicit directory). Each entry's `relpath` is its place
+inside that directory, e.g. `buffalo_l/w600k_r50.onnx`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from frontal_exp.errors import MissingWeightsError
+
+INSIGHTFACE_LICENCE = "insightface pretrained models: non-commercial research use only"
+_IF_RELEASE = "https://github.com/deepinsight/insightface/releases/download/v0.7"
+_LP_HUB = "https://huggingface.co/KwaiVGI/LivePortrait/resolve/main/liveportrait"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One external model file: where it goes, how to check it, where to get it."""
+
+    relpath: str
+    url: str
+    licence: str
+    description: str
+    size: int | None = None
+    sha256: str | None = None
+    #: when `url` is a zip archive, the member to extract (matched by file name)
+    archive_member: str | None = None
+
+    @property
+    def filename(self) -> str:
+        return Path(self.relpath).name
+
+
+def _entries() -> list[WeightFile]:
+    gfpgan_licence = "GFPGAN: Apache-2.0 (model trained on FFHQ, research use)"
+    lp_licence = "LivePortrait: MIT"
+    lp_files = {
+        "base_models/appearance_feature_extractor.pth": "appearance feature extractor (3D feature volume)",
+        "base_models/motion_extractor.pth": "motion extractor (keypoints, pose, expression)",
+        "base_models/warping_module.pth": "warping network (dense motion)",
+        "base_models/spade_generator.pth": "SPADE decoder (512x512 output)",
+        "retargeting_models/stitching_retargeting_module.pth": "stitching and eye/lip retargeting MLPs",
+    }
+    out = [
+        WeightFile(
+            "buffalo_l/det_10g.onnx", f"{_IF_RELEASE}/buffalo_l.zip", INSIGHTFACE_LICENCE,
+            "SCRFD-10GF face detector with 5 keypoints (insightface buffalo_l pack)",
+            archive_member="det_10g.onnx",
+        ),
+        WeightFile(
+            "buffalo_l/w600k_r50.onnx", f"{_IF_RELEASE}/buffalo_l.zip", INSIGHTFACE_LICENCE,
+            "ArcFace ResNet50 trained on WebFace600K (insightface buffalo_l pack)",
+            archive_member="w600k_r50.onnx",
+        ),
+        WeightFile(
+            "antelopev2/scrfd_10g_bnkps.onnx", f"{_IF_RELEASE}/antelopev2.zip", INSIGHTFACE_LICENCE,
+            "SCRFD-10GF face detector with 5 keypoints (insightface antelopev2 pack)",
+            archive_member="scrfd_10g_bnkps.onnx",
+        ),
+        WeightFile(
+            "antelopev2/glintr100.onnx", f"{_IF_RELEASE}/antelopev2.zip", INSIGHTFACE_LICENCE,
+            "ArcFace ResNet100 trained on Glint360K (insightface antelopev2 pack)",
+            archive_member="glintr100.onnx",
+        ),
+        WeightFile(
+            "facexlib/detection_Resnet50_Final.pth",
+            "https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth",
+            "facexlib: MIT (RetinaFace weights from biubug6/Pytorch_Retinaface)",
+            "RetinaFace-ResNet50 face detector with 5 keypoints (also GFPGAN's face helper)",
+        ),
+        WeightFile(
+            "facexlib/parsing_parsenet.pth",
+            "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/parsing_parsenet.pth",
+            "facexlib: MIT",
+            "ParseNet face parsing (GFPGAN's face helper uses it to paste faces back)",
+        ),
+        WeightFile(
+            "gfpgan/GFPGANv1.3.pth",
+            "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.3.pth",
+            gfpgan_licence, "GFPGAN v1.3 face restoration (arch clean, channel multiplier 2)",
+            size=348632874,
+        ),
+        WeightFile(
+            "gfpgan/GFPGANv1.4.pth",
+            "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth",
+            gfpgan_licence, "GFPGAN v1.4 face restoration (arch clean, channel multiplier 2)",
+            size=348632874,
+        ),
+    ]
+    out += [
+        WeightFile(f"liveportrait/{rel}", f"{_LP_HUB}/{rel}", lp_licence, f"LivePortrait {desc}")
+        for rel, desc in lp_files.items()
+    ]
+    return out
+
+
+REGISTRY: dict[str, WeightFile] = {w.relpath: w for w in _entries()}
+
+
+def default_models_dir() -> Path:
+    """`$FRONTAL_EXP_MODELS`, else `~/.frontal_exp/models`."""
+    env = os.environ.get("FRONTAL_EXP_MODELS")
+    return Path(env).expanduser() if env else Path.home() / ".frontal_exp" / "models"
+
+
+def resolve(relpath: str, models_dir: str | os.PathLike | None = None) -> Path:
+    """Return the path of a registered file, or raise `MissingWeightsError` saying how to get it.
+
+    `models_dir` may hold the file at `relpath` or directly by its file name (users often
+    unpack a pack's files flat into one folder).
+    """
+    entry = REGISTRY[relpath]
+    root = Path(models_dir).expanduser() if models_dir else default_models_dir()
+    for candidate in (root / entry.relpath, root / entry.filename):
+        if candidate.is_file():
+            return candidate
+    raise MissingWeightsError(missing_message([entry], root))
+
+
+def missing_message(entries: list[WeightFile], root: Path) -> str:
+    lines = [f"Missing model file(s) under {root}:"]
+    for e in entries:
+        size = f"{e.size:,} bytes" if e.size else "size unknown"
+        sha = f", sha256 {e.sha256}" if e.sha256 else ""
+        src = f"{e.url} (member {e.archive_member})" if e.archive_member else e.url
+        lines.append(f"  - {e.relpath} ({size}{sha}): {e.description}\n    get it from {src}")
+    lines.append(
+        "Put the files there (or set FRONTAL_EXP_MODELS / the config's models_dir), or run "
+        "`python -m frontal_exp.weights download` on a machine with internet access."
+    )
+    return "\n".join(lines)
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(entry: WeightFile, path: Path) -> list[str]:
+    """Problems with a present file (empty list when it matches what is known)."""
+    problems = []
+    if entry.size is not None and path.stat().st_size != entry.size:
+        problems.append(f"size {path.stat().st_size:,} != expected {entry.size:,}")
+    if entry.sha256 is not None and sha256_of(path) != entry.sha256:
+        problems.append("sha256 mismatch")
+    return problems
+
+
+def download(entry: WeightFile, root: Path) -> Path:
+    """Fetch one file (extracting it from its zip when needed) into `root`."""
+    target = root / entry.relpath
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        fetched = Path(tmp) / Path(entry.url).name
+        urllib.request.urlretrieve(entry.url, fetched)  # noqa: S310 - fixed https URLs
+        if entry.archive_member:
+            with zipfile.ZipFile(fetched) as zf:
+                member = next(n for n in zf.namelist() if Path(n).name == entry.archive_member)
+                with zf.open(member) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        else:
+            shutil.move(str(fetched), target)
+    return target
+
+
+def _find(entry: WeightFile, root: Path) -> Path | None:
+    for candidate in (root / entry.relpath, root / entry.filename):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m frontal_exp.weights", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["list", "verify", "download"])
+    parser.add_argument("--models-dir", type=Path, default=None,
+                        help="default: $FRONTAL_EXP_MODELS or ~/.frontal_exp/models")
+    parser.add_argument("--only", default="", help="substring filter on the file path")
+    args = parser.parse_args(argv)
+    root = (args.models_dir or default_models_dir()).expanduser()
+    entries = [e for e in REGISTRY.values() if args.only in e.relpath]
+    status = 0
+    print(f"models directory: {root}")
+    for e in entries:
+        path = _find(e, root)
+        if args.command == "download" and path is None:
+            try:
+                path = download(e, root)
+                print(f"  downloaded {e.relpath}")
+            except OSError as exc:
+                print(f"  FAILED     {e.relpath}: {exc} (get it by hand from {e.url})")
+                status = 1
+                continue
+        if path is None:
+            print(f"  missing    {e.relpath:55s} {e.url}")
+            status = 1 if args.command == "verify" else status
+        elif args.command == "list":
+            print(f"  present    {e.relpath:55s} {path.stat().st_size:,} bytes")
+        else:
+            problems = verify(e, path)
+            print(f"  {'BAD' if problems else 'ok':10s} {e.relpath:55s} {'; '.join(problems)}")
+            status = 1 if problems else status
+    print(f"licences: {INSIGHTFACE_LICENCE}; see README for the others.")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
