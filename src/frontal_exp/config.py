@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from frontal_exp.errors import ConfigError
+from frontal_exp.errors import ConfigError, FrontalExpError, MissingWeightsError
 
 GROUPS = ("dataset", "embedder", "model", "enhancer")
 
@@ -156,4 +157,50 @@ def instantiate_checked(node: DictConfig, group: str) -> Any:
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{group}: {exc}") from exc
     check_node(resolved, group)
-    return instantiate(resolved, _convert_="all")
+    _check_registry_files(resolved)
+    try:
+        return instantiate(resolved, _convert_="all")
+    except InstantiationException as exc:
+        # Hydra wraps what the constructor raised; users should see our own error.
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, FrontalExpError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def _registry_refs(node: Any, models_dir: str | None = None) -> list[tuple[str, str | None]]:
+    """(registry path, models_dir) of every registered model file a node refers to."""
+    from frontal_exp import weights
+
+    refs = []
+    if isinstance(node, DictConfig):
+        models_dir = node.get("models_dir", models_dir)
+        for value in node.values():
+            if isinstance(value, str) and value in weights.REGISTRY:
+                refs.append((value, models_dir))
+            elif isinstance(value, DictConfig | ListConfig):
+                refs += _registry_refs(value, models_dir)
+    elif isinstance(node, ListConfig):
+        for value in node:
+            refs += _registry_refs(value, models_dir)
+    return refs
+
+
+def _check_registry_files(node: Any) -> None:
+    """Name every missing file of an option at once (not one per attempt)."""
+    from pathlib import Path
+
+    from frontal_exp import weights
+
+    missing = []
+    root = None
+    for relpath, models_dir in _registry_refs(node):
+        try:
+            weights.resolve(relpath, models_dir)
+        except MissingWeightsError:
+            missing.append(weights.REGISTRY[relpath])
+            root = Path(models_dir).expanduser() if models_dir else weights.default_models_dir()
+    if missing:
+        raise MissingWeightsError(weights.missing_message(list(dict.fromkeys(missing)), root))

@@ -1,0 +1,109 @@
+"""Shared fixtures: composed configs, real photos (packaged and ../shared), small trees."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from frontal_exp.app import CONFIG_DIR
+from frontal_exp.config import register_configs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_faces_root() -> Path | None:
+    env = os.environ.get("FRONTAL_EXP_REAL_FACES")
+    for candidate in ([Path(env)] if env else []) + [REPO.parent / "shared/data/real_faces"]:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_faces() -> Path:
+    root = real_faces_root()
+    if root is None:
+        pytest.skip("../shared/data/real_faces is not present (set FRONTAL_EXP_REAL_FACES)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def package_photos() -> dict[str, Path]:
+    from frontal_exp.data.demo import package_photos
+
+    return package_photos()
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The embedded detector + recognizer pair (SCRFD-500M + MobileFaceNet), CPU."""
+    from frontal_exp.embedders import FaceEmbedder
+    from frontal_exp.embedders.detectors import InsightFaceDetector
+    from frontal_exp.embedders.recognizers import ArcFaceRecognizer
+
+    return FaceEmbedder(
+        InsightFaceDetector("packaged:scrfd_500m_bnkps.onnx", device="cpu"),
+        ArcFaceRecognizer("packaged:w600k_mbf.onnx", device="cpu"),
+        name="scrfd500m_mbf",
+    )
+
+
+def compose_config(overrides: list[str], output_root: Path, hydra_config: bool = False) -> DictConfig:
+    """Compose the app's config as `python -m frontal_exp <overrides>` would."""
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[f"output_root={output_root}", *overrides],
+            return_hydra_config=hydra_config,
+        )
+    if hydra_config:
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    def _make(*overrides: str, output_root: Path | None = None, hydra_config: bool = False) -> DictConfig:
+        return compose_config(list(overrides), output_root or tmp_path / "outputs", hydra_config)
+
+    return _make
+
+
+def face_crop(path: Path, embedder, size: int = 200, grow: float = 2.0) -> np.ndarray:
+    """A square crop around the largest face of a photo."""
+    from frontal_exp.data.demo import crop_square
+    from frontal_exp.images import read_image
+
+    image = read_image(path)
+    face = embedder.find_face(image)
+    assert face is not None, path
+    return crop_square(image, face.bbox, grow, size)
+
+
+@pytest.fixture(scope="session")
+def identity_tree(tmp_path_factory, package_photos, embedder) -> Path:
+    """A folder-per-identity tree of real faces from package photos: each identity has a
+    'frontal' GT and two variants (a flipped and a rescaled copy). Small and offline."""
+    import cv2
+
+    from frontal_exp.images import write_image
+
+    root = tmp_path_factory.mktemp("identities")
+    for name in ("astronaut", "grace_hopper", "yao_ming"):
+        crop = face_crop(package_photos[name], embedder)
+        write_image(root / name / "frontal.png", crop)
+        write_image(root / name / "flip.jpg", cv2.flip(crop, 1))
+        small = cv2.resize(crop, (120, 120), interpolation=cv2.INTER_AREA)
+        write_image(root / name / "small.jpg", small)
+    return root

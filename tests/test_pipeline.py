@@ -1,0 +1,182 @@
+"""The evaluation pipeline on real faces: pairing, caching, resuming, and bad input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from frontal_exp.data.base import Item
+from frontal_exp.enhancers.simple import NoEnhancer, Sharpen
+from frontal_exp.evaluation import summarize
+from frontal_exp.frontalizers.base import Frontalizer
+from frontal_exp.frontalizers.identity import IdentityFrontalizer
+from frontal_exp.pipeline import EvaluationPipeline
+
+
+def items_of(root: Path) -> list[Item]:
+    items = []
+    for person in sorted(p for p in root.iterdir() if p.is_dir()):
+        gt = person / "frontal.png"
+        for f in sorted(person.iterdir()):
+            if f != gt:
+                items.append(Item(f"{person.name}/{f.name}", person.name, f, gt))
+    return items
+
+
+def test_identity_model_has_net_gain_exactly_zero(identity_tree, embedder, tmp_path):
+    pipe = EvaluationPipeline(embedder, IdentityFrontalizer(), NoEnhancer(), tmp_path / "cache")
+    out = pipe.run(items_of(identity_tree))
+    m = summarize(out.records, [], n_boot=100)
+    assert m["n"] == m["n_items"] == 6
+    assert m["net_gain"] == 0.0 and m["win_rate"] == 0.0
+    # a flipped or rescaled photo of the same face is still close to it
+    assert m["angle_to_gt"] > 0.6
+    # the GT of each identity was embedded once, not once per item
+    assert len(out.gt_embeddings) == 3
+
+
+class CountingFrontalizer(Frontalizer):
+    """Mirrors the image (a stand-in model whose output differs from its input)."""
+
+    name = "mirror"
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls = 0
+        self._fail_after = fail_after
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        if self._fail_after is not None and self.calls >= self._fail_after:
+            raise KeyboardInterrupt  # simulates Ctrl-C in the middle of a run
+        self.calls += 1
+        return cv2.flip(image, 1)
+
+
+def test_second_run_is_served_from_cache(identity_tree, embedder, tmp_path):
+    items = items_of(identity_tree)
+    first_model = CountingFrontalizer()
+    first = EvaluationPipeline(embedder, first_model, Sharpen(), tmp_path / "cache", batch_size=4).run(items)
+    assert first_model.calls == 6
+    second_model = CountingFrontalizer()
+    pipe = EvaluationPipeline(embedder, second_model, Sharpen(), tmp_path / "cache", batch_size=4)
+    second = pipe.run(items)
+    assert second_model.calls == 0
+    assert second.cache_stats["embedding_cache_misses"] == 0
+    assert second.cache_stats["frontal_cache_hits"] == 6
+    assert [r.frontal_to_gt for r in first.records] == [r.frontal_to_gt for r in second.records]
+    # another enhancer on the same model reuses the frontalized images, re-embeds only its outputs
+    third_model = CountingFrontalizer()
+    third = EvaluationPipeline(embedder, third_model, NoEnhancer(), tmp_path / "cache", batch_size=4)
+    third.run(items)
+    assert third_model.calls == 0
+    assert third.embeddings.misses == 6  # the 6 new enhanced outputs; GT and angles are hits
+
+
+def test_interrupted_run_resumes_without_redoing_work(identity_tree, embedder, tmp_path):
+    items = items_of(identity_tree)
+    crashing = CountingFrontalizer(fail_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        EvaluationPipeline(embedder, crashing, NoEnhancer(), tmp_path / "cache", batch_size=2).run(items)
+    assert crashing.calls == 2
+    resumed = CountingFrontalizer()
+    out = EvaluationPipeline(embedder, resumed, NoEnhancer(), tmp_path / "cache", batch_size=2).run(items)
+    assert resumed.calls == 4  # only the items not finished before the interruption
+    assert all(r.paired for r in out.records)
+
+
+def make_bad_inputs(root: Path, good_face: Path) -> dict[str, Path]:
+    """Every kind of bad input next to one good face."""
+    d = root / "bad"
+    d.mkdir(parents=True)
+    face = cv2.imread(str(good_face))
+    paths = {}
+    data = good_face.read_bytes()
+    paths["truncated"] = d / "truncated.jpg"
+    cv2.imwrite(str(paths["truncated"]), face)
+    paths["truncated"].write_bytes(paths["truncated"].read_bytes()[:200])
+    paths["not_image"] = d / "notes.png"
+    paths["not_image"].write_text("this is not an image")
+    paths["empty"] = d / "empty.jpg"
+    paths["empty"].write_bytes(b"")
+    paths["gray"] = d / "gray.png"
+    cv2.imwrite(str(paths["gray"]), cv2.cvtColor(face, cv2.COLOR_BGR2GRAY))
+    paths["rgba"] = d / "rgba.png"
+    cv2.imwrite(str(paths["rgba"]), cv2.cvtColor(face, cv2.COLOR_BGR2BGRA))
+    paths["16bit"] = d / "deep.png"
+    cv2.imwrite(str(paths["16bit"]), face.astype(np.uint16) * 257)
+    paths["huge"] = d / "huge.jpg"
+    cv2.imwrite(str(paths["huge"]), cv2.resize(face, None, fx=20, fy=20))
+    paths["no_face"] = d / "wall.png"
+    cv2.imwrite(str(paths["no_face"]), np.full((200, 200, 3), (90, 180, 200), np.uint8))
+    paths["good"] = d / "good.png"
+    Path(paths["good"]).write_bytes(data)
+    return paths
+
+
+class FailsOnGray(Frontalizer):
+    """Fails on one specific input, like a model that finds no mesh."""
+
+    name = "fails_on_gray"
+
+    def __call__(self, image):
+        from frontal_exp.errors import FrontalizationError
+
+        if np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]):
+            raise FrontalizationError("no face mesh found")
+        return image
+
+
+def test_bad_inputs_are_counted_and_the_run_completes(identity_tree, embedder, tmp_path):
+    bad = make_bad_inputs(tmp_path, identity_tree / "astronaut" / "frontal.png")
+    gt = identity_tree / "astronaut" / "frontal.png"
+    items = [Item(k, "astronaut", p, gt) for k, p in bad.items()]
+    items.append(Item("bad_gt", "nobody", bad["good"], bad["truncated"]))
+    items.append(Item("no_face_gt", "wall", bad["good"], bad["no_face"]))
+    out = EvaluationPipeline(embedder, FailsOnGray(), NoEnhancer(), tmp_path / "cache", batch_size=3).run(items)
+    status = {r.item_id: r.status for r in out.records}
+    assert status["truncated"] == "unreadable_angle"
+    assert status["not_image"] == "unreadable_angle"
+    assert status["empty"] == "unreadable_angle"
+    assert status["gray"] == "frontalize_failed"
+    assert status["rgba"] == "ok" and status["16bit"] == "ok" and status["huge"] == "ok"
+    assert status["no_face"] == "no_face_angle"
+    assert status["good"] == "ok"
+    assert status["bad_gt"] == "unreadable_gt"
+    assert status["no_face_gt"] == "no_face_gt"
+    m = summarize(out.records, [], n_boot=50)
+    assert m["n"] == 4 and m["unreadable_angle"] == 3 and m["frontalize_failed"] == 1
+    assert m["no_face_angle"] == 1 and m["no_face_gt"] == 1 and m["unreadable_gt"] == 1
+    # conversions keep the picture: the 16-bit and RGBA copies embed like the original
+    sims = {r.item_id: r.angle_to_gt for r in out.records}
+    assert sims["16bit"] > 0.95 and sims["rgba"] > 0.95 and sims["huge"] > 0.8
+
+
+def test_a_broken_enhancer_is_recorded_per_item(identity_tree, embedder, tmp_path):
+    from frontal_exp.enhancers.base import Enhancer
+
+    class Picky(Enhancer):
+        name = "picky"
+
+        def __call__(self, image, reference=None):
+            if image.shape[0] < 150:
+                raise ValueError("too small")
+            return image
+
+    items = items_of(identity_tree)
+    out = EvaluationPipeline(embedder, IdentityFrontalizer(), Picky(), tmp_path / "cache").run(items)
+    failed = [r for r in out.records if r.status == "enhance_failed"]
+    assert {r.item_id.split("/")[1] for r in failed} == {"small.jpg"} and len(failed) == 3
+    assert sum(r.paired for r in out.records) == 3
+
+
+def test_copying_a_tree_elsewhere_hits_the_same_cache(identity_tree, embedder, tmp_path):
+    """Cache keys are image content, not paths."""
+    EvaluationPipeline(embedder, IdentityFrontalizer(), NoEnhancer(), tmp_path / "cache").run(items_of(identity_tree))
+    copy = tmp_path / "copy"
+    shutil.copytree(identity_tree, copy)
+    pipe = EvaluationPipeline(embedder, IdentityFrontalizer(), NoEnhancer(), tmp_path / "cache")
+    pipe.run(items_of(copy))
+    assert pipe.embeddings.misses == 0
