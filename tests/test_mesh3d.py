@@ -1,0 +1,124 @@
+"""The mesh3d frontalizer on real packaged photos: pose changes, framing, failures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from frontal_exp.errors import FrontalizationError
+from frontal_exp.face3d import estimate_head_pose
+from frontal_exp.frontalizers.base import Frontalizer
+from frontal_exp.frontalizers.mesh3d import Mesh3DFrontalizer
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    import skimage.data
+
+    return cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+@pytest.fixture(scope="module")
+def frontalizer() -> Mesh3DFrontalizer:
+    return Mesh3DFrontalizer()
+
+
+@pytest.fixture(scope="module")
+def turned(astronaut, frontalizer) -> dict[int, np.ndarray]:
+    return {yaw: frontalizer.render_pose(astronaut, yaw) for yaw in (-30, 30)}
+
+
+def real_faces_dir() -> Path | None:
+    env = os.environ.get("FRONTAL_EXP_REAL_FACES")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[2] / "shared/data/real_faces")
+    return next((p for p in candidates if p.is_dir()), None)
+
+
+def test_is_a_frontalizer_with_simple_config():
+    f = Mesh3DFrontalizer(symmetry=0.5, keep_roll=False, max_side=256)
+    assert isinstance(f, Frontalizer) and f.name == "mesh3d"
+    # every public attribute is a constructor parameter of a simple type (the Hydra config)
+    params = {k: v for k, v in vars(f).items() if not k.startswith("_")}
+    assert params and all(isinstance(v, int | float | bool | str) for v in params.values())
+    assert f.cache_key() != Mesh3DFrontalizer().cache_key()
+    with pytest.raises(ValueError):
+        Mesh3DFrontalizer(symmetry=2.0)
+
+
+@pytest.mark.parametrize("yaw", [-30, 30])
+def test_render_pose_turns_the_head(turned, yaw):
+    out = turned[yaw]
+    pose = estimate_head_pose(out)
+    assert pose is not None
+    assert np.sign(pose.yaw) == np.sign(yaw)
+    assert 12 < abs(pose.yaw) < 45
+
+
+@pytest.mark.parametrize("yaw", [-30, 30])
+def test_frontalizing_a_turned_view_moves_yaw_to_zero(turned, frontalizer, yaw):
+    before = estimate_head_pose(turned[yaw])
+    out = frontalizer(turned[yaw])
+    after = estimate_head_pose(out)
+    assert out.shape == turned[yaw].shape and out.dtype == np.uint8
+    assert after is not None
+    assert abs(after.yaw) < 0.5 * abs(before.yaw)
+    assert abs(after.yaw) < 8
+
+
+def test_frontalizing_keeps_the_rest_of_the_image(turned, frontalizer, astronaut):
+    out = frontalizer(turned[30])
+    # the face region changes; the corners (flag, shuttle, suit) do not
+    assert np.array_equal(out[:60, :60], astronaut[:60, :60])
+    assert np.array_equal(out[-80:, -80:], astronaut[-80:, -80:])
+    assert np.abs(out.astype(int) - turned[30]).mean() > 1.0
+
+
+def test_near_frontal_face_is_returned_unchanged(astronaut, frontalizer):
+    assert np.array_equal(frontalizer(astronaut), astronaut)
+
+
+def test_forced_rerender_of_a_frontal_face_is_nearly_unchanged(astronaut):
+    # min_angle=0 re-renders even a frontal face: the small correction must not damage it
+    out = Mesh3DFrontalizer(min_angle=0.0)(astronaut)
+    diff = np.abs(out.astype(np.float32) - astronaut).mean(2)
+    assert diff.mean() < 4.0
+    assert np.median(diff[60:200, 160:300]) < 15.0
+
+
+def test_output_keeps_size_for_odd_shapes(astronaut, frontalizer):
+    image = cv2.copyMakeBorder(astronaut, 10, 33, 5, 120, cv2.BORDER_REFLECT)
+    turned = frontalizer.render_pose(image, 25)
+    assert turned.shape == image.shape
+    assert frontalizer(turned).shape == image.shape
+
+
+def test_no_face_raises(frontalizer):
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    with pytest.raises(FrontalizationError, match="no face mesh"):
+        frontalizer(noise)
+    results = frontalizer.frontalize_batch([noise])
+    assert isinstance(results[0], FrontalizationError)
+
+
+def test_bad_input_raises(frontalizer):
+    with pytest.raises(FrontalizationError):
+        frontalizer(np.zeros((50, 50), np.uint8))
+
+
+def test_real_three_quarter_frame_is_frontalized(frontalizer):
+    root = real_faces_dir()
+    if root is None:
+        pytest.skip("real_faces not found (../shared/data/real_faces or $FRONTAL_EXP_REAL_FACES)")
+    image = cv2.imread(str(root / "lin_manuel_miranda" / "hamilton_0210.jpg"))
+    before = estimate_head_pose(image)
+    out = frontalizer(image)
+    after = estimate_head_pose(out)
+    assert out.shape == image.shape
+    assert before is not None and after is not None
+    assert abs(after.yaw) < 0.5 * abs(before.yaw)
