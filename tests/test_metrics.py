@@ -30,7 +30,7 @@ def test_paired_comparison_hand_values():
     assert c.win_rate == pytest.approx(0.75)
     assert c.ci_low <= 0.1 <= c.ci_high
     # the bootstrap of a mean cannot leave the range of the data
-    assert -0.1 <= c.ci_low and c.ci_high <= 0.3
+    assert c.ci_low >= -0.1 and c.ci_high <= 0.3
 
 
 def test_bootstrap_ci_shrinks_with_n_and_covers_mean():

@@ -20,7 +20,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from frontal_exp.errors import ConfigError, FrontalExpError, MissingWeightsError
 
@@ -145,7 +145,9 @@ def check_node(node: Any, where: str) -> None:
         try:
             OmegaConf.merge(OmegaConf.structured(schema), simple)
         except OmegaConfBaseException as exc:
-            raise ConfigError(f"{where}: bad value for {target_name}: {exc.msg if hasattr(exc, 'msg') else exc}") from exc
+            key = getattr(exc, "full_key", "") or "?"
+            msg = str(getattr(exc, "msg", exc)).splitlines()[0]
+            raise ConfigError(f"{where}.{key}: bad value for {target_name}: {msg}") from exc
 
 
 def instantiate_checked(node: DictConfig, group: str) -> Any:
@@ -153,7 +155,10 @@ def instantiate_checked(node: DictConfig, group: str) -> Any:
     if node is None:
         raise ConfigError(f"no {group!r} configured; choose one with {group}=<option>")
     try:
-        resolved = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+        resolved = OmegaConf.create(OmegaConf.to_container(node, resolve=True, throw_on_missing=True))
+    except MissingMandatoryValue as exc:
+        key = f"{group}.{exc.full_key}" if exc.full_key else group
+        raise ConfigError(f"{key} must be set: add {key}=<value> to the command line") from exc
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{group}: {exc}") from exc
     check_node(resolved, group)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from frontal_exp import __version__
 from frontal_exp.cache import EmbeddingCache, ImageCache, pixel_hash
 from frontal_exp.data.base import Item
 from frontal_exp.embedders.embedder import FaceEmbedder, FaceEmbedding
@@ -113,7 +114,8 @@ class EvaluationPipeline:
         self.batch_size = max(1, batch_size)
         self.io_workers = max(1, io_workers)
         self.embeddings = EmbeddingCache(cache_dir, embedder.cache_key(), enabled=use_cache)
-        model_key = frontalizer.cache_key()
+        # the package version is part of stage keys: new code never reads stale outputs
+        model_key = f"{__version__}|{frontalizer.cache_key()}"
         self.frontal_images = ImageCache(cache_dir, model_key, enabled=use_cache)
         self.enhanced_images = ImageCache(cache_dir, f"{model_key}|{enhancer.cache_key()}", enabled=use_cache)
 
@@ -289,7 +291,7 @@ class EvaluationPipeline:
                     rec.add_problem("no_face_frontal")
         for rec in records:
             g = gt_emb.get(rec.gt_path)
-            if g is None and rec.status != "unreadable_gt" and "unreadable_gt" not in rec.problems:
+            if g is None and "unreadable_gt" not in rec.problems:
                 rec.add_problem("no_face_gt")
             if g is not None and rec.angle_embedding is not None:
                 rec.angle_to_gt = float(np.dot(rec.angle_embedding, g))

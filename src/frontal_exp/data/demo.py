@@ -80,7 +80,9 @@ class DemoDataset(Dataset):
 
     @property
     def root(self) -> Path:
-        key = json.dumps([self.yaws, self.pitch, self.crop_size, self.crop_grow, self.min_face, 1])
+        from frontal_exp import __version__
+
+        key = json.dumps([self.yaws, self.pitch, self.crop_size, self.crop_grow, self.min_face, __version__])
         return Path(self.cache_dir) / "demo" / hashlib.sha1(key.encode()).hexdigest()[:10]
 
     def _load(self) -> LoadedDataset:
