@@ -30,10 +30,15 @@ def run(cfg: DictConfig) -> float:
     except FrontalExpError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         raise SystemExit(2) from exc
-    print(format_results(result.metrics, result.params))
+    if "net_gain" in result.metrics:
+        print(format_results(result.metrics, result.params))
+    else:
+        print("  ".join(f"{k}={v}" for k, v in result.params.items()))
+        for key, value in result.metrics.items():
+            print(f"{key:>28}: {value:.4f}" if isinstance(value, float) else f"{key:>28}: {value}")
     if result.run_id:
         print(f"MLflow run {result.run_id} ({os.environ.get('MLFLOW_TRACKING_URI') or cfg.tracking.uri or 'sqlite: ' + str(Path(cfg.output_root).resolve() / 'mlflow.db')})")
-    return float(result.metrics["net_gain"])
+    return float(result.metrics.get("net_gain", float("nan")))
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from frontal_exp.errors import ConfigError, FrontalExpError, MissingWeightsError
 
-GROUPS = ("dataset", "embedder", "model", "enhancer")
+GROUPS = ("dataset", "embedder", "model", "enhancer", "protocol")
 
 
 @dataclass
@@ -59,6 +59,7 @@ class RootConf:
     embedder: Any = None
     model: Any = None
     enhancer: Any = None
+    protocol: Any = None
     seed: int = 0
     device: str = "auto"
     models_dir: str | None = None

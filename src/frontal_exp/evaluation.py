@@ -1,129 +1,39 @@
-"""`evaluate(cfg)`: one run of the study's question, from a composed config to logged results.
+"""`evaluate(cfg)`: one run, from a composed config to printed and logged results.
 
-Net Gain = mean sim(Frontal, GT) - mean sim(Angle, GT), computed on the SAME items (those
-where all three faces were detected), with a bootstrap CI, the win rate and the counts of
-every item that could not be paired, by reason.
+The configured `protocol` decides what is measured (the study's Net Gain by default); this
+module runs it, saves its tables next to Hydra's outputs and logs it to MLflow.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from frontal_exp.config import instantiate_checked
-from frontal_exp.data.base import LoadedDataset, Skip
-from frontal_exp.metrics.stats import paired_comparison
-from frontal_exp.pipeline import EvaluationPipeline, ItemRecord, PipelineOutput
+from frontal_exp.protocols.base import RunResult
+from frontal_exp.protocols.frontalization import (  # noqa: F401 - re-exported for users
+    EvalResult,
+    format_results,
+    summarize,
+)
 
 log = logging.getLogger(__name__)
 
-#: problems counted per item in the results (see pipeline.STATUSES)
-PROBLEM_COUNTS = (
-    "no_face_angle",
-    "no_face_frontal",
-    "no_face_gt",
-    "unreadable_angle",
-    "unreadable_gt",
-    "frontalize_failed",
-    "enhance_failed",
-)
 
-
-@dataclass
-class EvalResult:
-    """What one run produced: summary metrics, per-item records and what was skipped."""
-
-    metrics: dict[str, float]
-    records: list[ItemRecord]
-    dataset: LoadedDataset
-    output: PipelineOutput
-    params: dict[str, str] = field(default_factory=dict)
-    run_id: str | None = None
-    output_dir: Path | None = None
-
-    def items_table(self) -> pd.DataFrame:
-        return pd.DataFrame([r.row() for r in self.records])
-
-    def skipped_table(self) -> pd.DataFrame:
-        rows = [{"what": r.item_id, "stage": "item", "reason": r.problems} for r in self.records if not r.paired]
-        rows += [{"what": s.what, "stage": "dataset", "reason": s.reason} for s in self.dataset.skipped]
-        return pd.DataFrame(rows, columns=["what", "stage", "reason"])
-
-
-def summarize(
-    records: list[ItemRecord], dataset_skips: list[Skip], n_boot: int = 2000, seed: int = 0
-) -> dict[str, float]:
-    """Summary metrics of a run (see module docstring)."""
-    paired = [r for r in records if r.paired]
-    a = np.array([r.angle_to_gt for r in paired], dtype=np.float64)
-    b = np.array([r.frontal_to_gt for r in paired], dtype=np.float64)
-    cmp = paired_comparison(a, b, n_boot=n_boot, seed=seed)
-    metrics: dict[str, float] = {
-        "n_items": len(records),
-        "n": cmp.n,
-        "angle_to_gt": cmp.mean_a,
-        "frontal_to_gt": cmp.mean_b,
-        "net_gain": cmp.mean_diff,
-        "net_gain_ci_low": cmp.ci_low,
-        "net_gain_ci_high": cmp.ci_high,
-        "win_rate": cmp.win_rate,
-        "wilcoxon_p": cmp.wilcoxon_p,
-    }
-    for problem in PROBLEM_COUNTS:
-        metrics[problem] = sum(problem in r.problems.split(",") for r in records)
-    metrics["not_paired"] = len(records) - len(paired)
-    metrics["dataset_skipped"] = len(dataset_skips)
-    # Means over every item that has the pair, not only the paired subset: shows how much
-    # a mean over survivors would differ from the honest paired one.
-    for name in ("angle_to_gt", "frontal_to_gt"):
-        values = [getattr(r, name) for r in records if getattr(r, name) is not None]
-        metrics[f"{name}_all"] = float(np.mean(values)) if values else float("nan")
-        metrics[f"n_{name}_all"] = len(values)
-    return metrics
-
-
-def build_pipeline(cfg: DictConfig) -> EvaluationPipeline:
-    embedder = instantiate_checked(cfg.embedder, "embedder")
-    frontalizer = instantiate_checked(cfg.model, "model")
-    enhancer = instantiate_checked(cfg.enhancer, "enhancer")
-    return EvaluationPipeline(
-        embedder,
-        frontalizer,
-        enhancer,
-        cache_dir=cfg.cache_dir,
-        batch_size=cfg.eval.batch_size,
-        io_workers=cfg.eval.io_workers,
-        use_cache=cfg.eval.use_cache,
-    )
-
-
-def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> EvalResult:
-    """Run one configuration end to end; log to MLflow when `cfg.tracking.enabled`."""
+def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> RunResult:
+    """Run the configured protocol end to end; log to MLflow when `cfg.tracking.enabled`."""
     from frontal_exp.tracking.mlflow_logger import log_result
 
     t0 = time.perf_counter()
-    dataset = instantiate_checked(cfg.dataset, "dataset")
-    data = dataset.load()
-    pipeline = build_pipeline(cfg)
-    log.info("dataset %s: %d items, %d skipped by the loader", data.name, len(data.items), len(data.skipped))
-    output = pipeline.run(data.items, progress=cfg.eval.progress)
-    metrics = summarize(output.records, data.skipped, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
-    metrics.update(output.cache_stats)
-    metrics["seconds"] = time.perf_counter() - t0
-    result = EvalResult(
-        metrics=metrics,
-        records=output.records,
-        dataset=data,
-        output=output,
-        params=describe(cfg, pipeline),
-        output_dir=Path(output_dir) if output_dir else None,
-    )
+    protocol = instantiate_checked(cfg.protocol, "protocol")
+    result = protocol.run(cfg)
+    result.params.setdefault("protocol", protocol.name)
+    result.metrics["seconds"] = time.perf_counter() - t0
+    result.output_dir = Path(output_dir) if output_dir else None
     if result.output_dir is not None:
         save_local(result, cfg)
     if cfg.tracking.enabled:
@@ -131,46 +41,17 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> EvalResul
     return result
 
 
-def describe(cfg: DictConfig, pipeline: EvaluationPipeline) -> dict[str, str]:
-    """Short names of what ran, for tables and run names."""
-    return {
-        "dataset": str(cfg.dataset._target_).rsplit(".", 1)[-1],
-        "model": pipeline.frontalizer.name,
-        "enhancer": pipeline.enhancer.name,
-        "embedder": pipeline.embedder.name,
-        "device": str(cfg.device),
-    }
-
-
-def save_local(result: EvalResult, cfg: DictConfig) -> None:
-    """Write the run's tables next to Hydra's outputs (readable without MLflow)."""
-    import json
+def save_local(result: RunResult, cfg: DictConfig) -> None:
+    """Write the run's tables and figures next to Hydra's outputs (readable without MLflow)."""
+    import cv2
 
     out = result.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    result.items_table().to_csv(out / "items.csv", index=False)
-    result.skipped_table().to_csv(out / "skipped.csv", index=False)
+    for name, table in result.tables.items():
+        table.to_csv(out / f"{name}.csv", index=False)
+    for name, image in result.figures.items():
+        cv2.imwrite(str(out / f"{name}.png"), image)
     (out / "results.json").write_text(
         json.dumps({"params": result.params, "metrics": result.metrics}, indent=2, default=float)
     )
     OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
-
-
-def format_results(metrics: dict[str, float], params: dict[str, str] | None = None) -> str:
-    """A short human-readable results table."""
-    lines = []
-    if params:
-        lines.append("  ".join(f"{k}={v}" for k, v in params.items()))
-    m = metrics
-    lines += [
-        f"{'items':>16}: {int(m['n_items'])}  paired N = {int(m['n'])}  not paired = {int(m['not_paired'])}",
-        f"{'Mean(Angle-GT)':>16}: {m['angle_to_gt']:.4f}",
-        f"{'Mean(Frontal-GT)':>16}: {m['frontal_to_gt']:.4f}",
-        f"{'Net Gain':>16}: {m['net_gain']:+.4f}  95% CI [{m['net_gain_ci_low']:+.4f}, {m['net_gain_ci_high']:+.4f}]"
-        f"  win rate {m['win_rate']:.2f}  Wilcoxon p {m['wilcoxon_p']:.3g}",
-        f"{'not detected':>16}: angle {int(m['no_face_angle'])}, frontal {int(m['no_face_frontal'])}, "
-        f"gt {int(m['no_face_gt'])}; unreadable {int(m['unreadable_angle'] + m['unreadable_gt'])}; "
-        f"frontalize failed {int(m['frontalize_failed'])}; enhance failed {int(m['enhance_failed'])}; "
-        f"dataset skipped {int(m['dataset_skipped'])}",
-    ]
-    return "\n".join(lines)

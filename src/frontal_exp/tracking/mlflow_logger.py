@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from frontal_exp.evaluation import EvalResult
+    from frontal_exp.protocols.base import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -71,23 +71,16 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def run_name_of(cfg: DictConfig, params: dict[str, str]) -> str:
-    if cfg.tracking.run_name:
-        return str(cfg.tracking.run_name)
-    return f"{params['model']}+{params['enhancer']}|{params['embedder']}|{params['dataset']}"
-
-
-def log_result(cfg: DictConfig, result: EvalResult, parent_run_id: str | None = None) -> str:
-    """Log one evaluation as an MLflow run (a child of `parent_run_id` in a sweep)."""
+def log_result(cfg: DictConfig, result: RunResult, parent_run_id: str | None = None) -> str:
+    """Log one run as an MLflow run (a child of the sweep's parent run in a multirun)."""
+    import pandas as pd
     from mlflow.entities import Metric, Param, RunTag
-
-    from frontal_exp.figures import pick_failures, pick_samples, records_figure
 
     if parent_run_id is None:
         parent_run_id = sweep_parent_run_id()
     client = client_for(tracking_uri(cfg))
     exp_id = ensure_experiment(client, cfg.tracking.experiment, cfg.output_root)
-    tags = {"frontal_exp.kind": "job"}
+    tags = {"frontal_exp.kind": "job", "frontal_exp.protocol": result.params.get("protocol", "")}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(exp_id, run_name=run_name_of(cfg, result.params), tags=tags)
@@ -95,36 +88,36 @@ def log_result(cfg: DictConfig, result: EvalResult, parent_run_id: str | None = 
     try:
         container = OmegaConf.to_container(cfg, resolve=True)
         params = {**flatten(container), **{f"run.{k}": v for k, v in result.params.items()}}
-        now = int(time.time() * 1000)
         items = list(params.items())
         for i in range(0, len(items), 100):
             client.log_batch(run_id, params=[Param(k, v) for k, v in items[i : i + 100]])
+        now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items()]
         client.log_batch(run_id, metrics=metrics, tags=[RunTag(f"param.{k}", v) for k, v in result.params.items()])
         client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        client.log_table(run_id, data=result.items_table(), artifact_file="tables/items.json")
-        client.log_table(run_id, data=result.skipped_table(), artifact_file="tables/skipped.json")
-        import pandas as pd
-
-        results = pd.DataFrame([{**result.params, **result.metrics}])
-        client.log_table(run_id, data=results, artifact_file="tables/results.json")
+        tables = {"results": pd.DataFrame([{**result.params, **result.metrics}]), **result.tables}
+        for name, table in tables.items():
+            client.log_table(run_id, data=table, artifact_file=f"tables/{name}.json")
         if cfg.tracking.log_images:
-            sample = pick_samples(result.records, cfg.eval.grid_samples, cfg.seed)
-            grid = records_figure(sample, result.output.frontal_cache, f"{run_name_of(cfg, result.params)}")
-            client.log_image(run_id, grid[:, :, ::-1].copy(), "figures/triplets.png")
-            failures = pick_failures(result.records, cfg.eval.failure_samples)
-            if failures:
-                fig = records_figure(failures, result.output.frontal_cache, "failure cases")
-                client.log_image(run_id, fig[:, :, ::-1].copy(), "figures/failures.png")
+            for name, image in result.figures.items():
+                client.log_image(run_id, image[:, :, ::-1].copy(), f"figures/{name}.png")
         if result.output_dir is not None:
-            for name in ("items.csv", "skipped.csv"):
-                if (result.output_dir / name).is_file():
-                    client.log_artifact(run_id, str(result.output_dir / name), "tables")
+            for name in result.tables:
+                if (result.output_dir / f"{name}.csv").is_file():
+                    client.log_artifact(run_id, str(result.output_dir / f"{name}.csv"), "tables")
         client.set_terminated(run_id, "FINISHED")
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
     return run_id
+
+
+def run_name_of(cfg: DictConfig, params: dict[str, str]) -> str:
+    if cfg.tracking.run_name:
+        return str(cfg.tracking.run_name)
+    parts = [params.get("protocol", ""), f"{params.get('model', '')}+{params.get('enhancer', '')}",
+             params.get("embedder", ""), params.get("dataset", "")]
+    return "|".join(p for p in parts if p and p != "+")
 
 
 PARENT_FILE = "mlflow_parent.json"

@@ -1,0 +1,168 @@
+"""The study's main protocol: is the frontalized face closer to GT than the angled input?
+
+Net Gain = mean sim(Frontal, GT) - mean sim(Angle, GT), computed on the SAME items (those
+where all three faces were detected), with a bootstrap CI, the win rate and the counts of
+every item that could not be paired, by reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from frontal_exp.config import instantiate_checked
+from frontal_exp.data.base import LoadedDataset, Skip
+from frontal_exp.metrics.stats import paired_comparison
+from frontal_exp.pipeline import EvaluationPipeline, ItemRecord, PipelineOutput
+from frontal_exp.protocols.base import Protocol, RunResult
+
+log = logging.getLogger(__name__)
+
+#: problems counted per item in the results (see pipeline.STATUSES)
+PROBLEM_COUNTS = (
+    "no_face_angle",
+    "no_face_frontal",
+    "no_face_gt",
+    "unreadable_angle",
+    "unreadable_gt",
+    "frontalize_failed",
+    "enhance_failed",
+)
+
+
+@dataclass
+class EvalResult(RunResult):
+    """A frontalization run: also its per-item records, dataset and pipeline output."""
+
+    records: list[ItemRecord] = field(default_factory=list)
+    dataset: LoadedDataset | None = None
+    output: PipelineOutput | None = None
+
+    def items_table(self) -> pd.DataFrame:
+        return pd.DataFrame([r.row() for r in self.records])
+
+    def skipped_table(self) -> pd.DataFrame:
+        rows = [{"what": r.item_id, "stage": "item", "reason": r.problems} for r in self.records if not r.paired]
+        rows += [{"what": s.what, "stage": "dataset", "reason": s.reason} for s in self.dataset.skipped]
+        return pd.DataFrame(rows, columns=["what", "stage", "reason"])
+
+
+def summarize(
+    records: list[ItemRecord], dataset_skips: list[Skip], n_boot: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """Summary metrics of a run (see module docstring)."""
+    paired = [r for r in records if r.paired]
+    a = np.array([r.angle_to_gt for r in paired], dtype=np.float64)
+    b = np.array([r.frontal_to_gt for r in paired], dtype=np.float64)
+    cmp = paired_comparison(a, b, n_boot=n_boot, seed=seed)
+    metrics: dict[str, float] = {
+        "n_items": len(records),
+        "n": cmp.n,
+        "angle_to_gt": cmp.mean_a,
+        "frontal_to_gt": cmp.mean_b,
+        "net_gain": cmp.mean_diff,
+        "net_gain_ci_low": cmp.ci_low,
+        "net_gain_ci_high": cmp.ci_high,
+        "win_rate": cmp.win_rate,
+        "wilcoxon_p": cmp.wilcoxon_p,
+    }
+    for problem in PROBLEM_COUNTS:
+        metrics[problem] = sum(problem in r.problems.split(",") for r in records)
+    metrics["not_paired"] = len(records) - len(paired)
+    metrics["dataset_skipped"] = len(dataset_skips)
+    # Means over every item that has the pair, not only the paired subset: shows how much
+    # a mean over survivors would differ from the honest paired one.
+    for name in ("angle_to_gt", "frontal_to_gt"):
+        values = [getattr(r, name) for r in records if getattr(r, name) is not None]
+        metrics[f"{name}_all"] = float(np.mean(values)) if values else float("nan")
+        metrics[f"n_{name}_all"] = len(values)
+    return metrics
+
+
+def build_pipeline(cfg: DictConfig) -> EvaluationPipeline:
+    embedder = instantiate_checked(cfg.embedder, "embedder")
+    frontalizer = instantiate_checked(cfg.model, "model")
+    enhancer = instantiate_checked(cfg.enhancer, "enhancer")
+    return EvaluationPipeline(
+        embedder,
+        frontalizer,
+        enhancer,
+        cache_dir=cfg.cache_dir,
+        batch_size=cfg.eval.batch_size,
+        io_workers=cfg.eval.io_workers,
+        use_cache=cfg.eval.use_cache,
+    )
+
+
+def describe(cfg: DictConfig, pipeline: EvaluationPipeline) -> dict[str, str]:
+    """Short names of what ran, for tables and run names."""
+    return {
+        "dataset": str(cfg.dataset._target_).rsplit(".", 1)[-1],
+        "model": pipeline.frontalizer.name,
+        "enhancer": pipeline.enhancer.name,
+        "embedder": pipeline.embedder.name,
+        "device": str(cfg.device),
+    }
+
+
+def format_results(metrics: dict[str, float], params: dict[str, str] | None = None) -> str:
+    """A short human-readable results table."""
+    lines = []
+    if params:
+        lines.append("  ".join(f"{k}={v}" for k, v in params.items()))
+    m = metrics
+    lines += [
+        f"{'items':>16}: {int(m['n_items'])}  paired N = {int(m['n'])}  not paired = {int(m['not_paired'])}",
+        f"{'Mean(Angle-GT)':>16}: {m['angle_to_gt']:.4f}",
+        f"{'Mean(Frontal-GT)':>16}: {m['frontal_to_gt']:.4f}",
+        f"{'Net Gain':>16}: {m['net_gain']:+.4f}  95% CI [{m['net_gain_ci_low']:+.4f}, {m['net_gain_ci_high']:+.4f}]"
+        f"  win rate {m['win_rate']:.2f}  Wilcoxon p {m['wilcoxon_p']:.3g}",
+        f"{'not detected':>16}: angle {int(m['no_face_angle'])}, frontal {int(m['no_face_frontal'])}, "
+        f"gt {int(m['no_face_gt'])}; unreadable {int(m['unreadable_angle'] + m['unreadable_gt'])}; "
+        f"frontalize failed {int(m['frontalize_failed'])}; enhance failed {int(m['enhance_failed'])}; "
+        f"dataset skipped {int(m['dataset_skipped'])}",
+    ]
+    return "\n".join(lines)
+
+
+class FrontalizationProtocol(Protocol):
+    """Angled -> frontalized -> enhanced, each embedded and compared with GT.
+
+    `analyses` adds views computed from the same embeddings (see protocols.analyses).
+    """
+
+    name = "frontalization"
+
+    def __init__(self, analyses: list[str] | None = None) -> None:
+        self.analyses = list(analyses or [])
+
+    def run(self, cfg: DictConfig) -> EvalResult:
+        from frontal_exp.figures import pick_failures, pick_samples, records_figure
+
+        dataset = instantiate_checked(cfg.dataset, "dataset")
+        data = dataset.load()
+        pipeline = build_pipeline(cfg)
+        log.info("dataset %s: %d items, %d skipped by the loader", data.name, len(data.items), len(data.skipped))
+        output = pipeline.run(data.items, progress=cfg.eval.progress)
+        metrics = summarize(output.records, data.skipped, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
+        metrics.update(output.cache_stats)
+        result = EvalResult(metrics=metrics, params=describe(cfg, pipeline), records=output.records,
+                            dataset=data, output=output)
+        result.tables["items"] = result.items_table()
+        result.tables["skipped"] = result.skipped_table()
+        if cfg.tracking.log_images:
+            title = f"{result.params['model']}+{result.params['enhancer']} | {result.params['embedder']}"
+            sample = pick_samples(output.records, cfg.eval.grid_samples, cfg.seed)
+            result.figures["triplets"] = records_figure(sample, output.frontal_cache, title)
+            failures = pick_failures(output.records, cfg.eval.failure_samples)
+            if failures:
+                result.figures["failures"] = records_figure(failures, output.frontal_cache, f"failure cases: {title}")
+        if self.analyses:
+            from frontal_exp.protocols.analyses import run_analyses
+
+            result.add(run_analyses(self.analyses, result, cfg))
+        return result
