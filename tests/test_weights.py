@@ -1,0 +1,73 @@
+"""The weights registry and its command line: list, verify, download (from local URLs)."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+
+import pytest
+
+from frontal_exp import weights
+from frontal_exp.errors import MissingWeightsError
+
+
+def test_registry_names_every_study_file_with_a_source_and_licence():
+    expected = {
+        "buffalo_l/det_10g.onnx", "buffalo_l/w600k_r50.onnx", "antelopev2/scrfd_10g_bnkps.onnx",
+        "antelopev2/glintr100.onnx", "facexlib/detection_Resnet50_Final.pth", "facexlib/parsing_parsenet.pth",
+        "gfpgan/GFPGANv1.3.pth", "gfpgan/GFPGANv1.4.pth",
+        "liveportrait/base_models/appearance_feature_extractor.pth",
+        "liveportrait/base_models/motion_extractor.pth", "liveportrait/base_models/warping_module.pth",
+        "liveportrait/base_models/spade_generator.pth",
+        "liveportrait/retargeting_models/stitching_retargeting_module.pth",
+    }
+    assert expected <= set(weights.REGISTRY)
+    for entry in weights.REGISTRY.values():
+        assert entry.url.startswith("https://") and entry.licence and entry.description
+
+
+def test_resolve_finds_files_nested_or_flat(tmp_path):
+    with pytest.raises(MissingWeightsError, match=r"(?s)gfpgan/GFPGANv1.4.pth.*348,632,874 bytes.*TencentARC"):
+        weights.resolve("gfpgan/GFPGANv1.4.pth", tmp_path)
+    (tmp_path / "w600k_r50.onnx").write_bytes(b"x")  # unpacked flat
+    assert weights.resolve("buffalo_l/w600k_r50.onnx", tmp_path) == tmp_path / "w600k_r50.onnx"
+    (tmp_path / "buffalo_l").mkdir()
+    (tmp_path / "buffalo_l" / "w600k_r50.onnx").write_bytes(b"y")  # registry layout wins
+    assert weights.resolve("buffalo_l/w600k_r50.onnx", tmp_path) == tmp_path / "buffalo_l" / "w600k_r50.onnx"
+
+
+def test_models_dir_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("FRONTAL_EXP_MODELS", str(tmp_path))
+    assert weights.default_models_dir() == tmp_path
+
+
+def test_verify_checks_size_and_sha256(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"hello")
+    good = weights.WeightFile("x/f.bin", "https://e", "l", "d", size=5,
+                              sha256=hashlib.sha256(b"hello").hexdigest())
+    assert weights.verify(good, path) == []
+    bad = weights.WeightFile("x/f.bin", "https://e", "l", "d", size=6, sha256="0" * 64)
+    assert len(weights.verify(bad, path)) == 2
+
+
+def test_download_extracts_a_member_of_a_zip(tmp_path):
+    archive = tmp_path / "pack.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("pack/model.onnx", b"model-bytes")
+        zf.writestr("pack/other.onnx", b"other")
+    entry = weights.WeightFile("pack/model.onnx", archive.as_uri(), "l", "d", archive_member="model.onnx")
+    out = weights.download(entry, tmp_path / "models")
+    assert out.read_bytes() == b"model-bytes"
+    plain = weights.WeightFile("direct/file.pth", (tmp_path / "pack.zip").as_uri(), "l", "d")
+    assert weights.download(plain, tmp_path / "models").read_bytes() == archive.read_bytes()
+
+
+def test_cli_list_and_verify(tmp_path, capsys):
+    (tmp_path / "gfpgan").mkdir()
+    (tmp_path / "gfpgan" / "GFPGANv1.4.pth").write_bytes(b"truncated download")
+    assert weights.main(["list", "--models-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "present    gfpgan/GFPGANv1.4.pth" in out and "missing    buffalo_l/det_10g.onnx" in out
+    assert weights.main(["verify", "--models-dir", str(tmp_path), "--only", "gfpgan"]) == 1
+    assert "BAD" in capsys.readouterr().out
