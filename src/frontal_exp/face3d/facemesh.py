@@ -95,7 +95,7 @@ class FaceMeshDetector:
         h, w = image.shape[:2]
         if min(h, w) < 16:
             return None
-        rgb = np.ascontiguousarray(image[:, :, ::-1])
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         with self._lock:
             result = self._graph().process(rgb)
         if not result.multi_face_landmarks:

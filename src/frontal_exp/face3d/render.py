@@ -104,12 +104,15 @@ def rasterize(
 
     ys, xs = np.nonzero(tri_map >= 0)
     tri_ids = tri_map[ys, xs]
-    # barycentrics: solve [x, y, 1] = M_t @ bary with M_t's columns the corners (x, y, 1)
-    m = np.ones((len(triangles), 3, 3))
-    m[:, 0, :] = corners[:, :, 0]
-    m[:, 1, :] = corners[:, :, 1]
-    m[~keep] = np.eye(3)
-    minv = np.linalg.inv(m).astype(np.float32)
+    # barycentrics: solve [x, y, 1] = M_t @ bary with M_t's columns the corners (x, y, 1);
+    # the inverse in closed form (adjugate / determinant) is much faster than linalg.inv
+    (x0, y0), (x1, y1), (x2, y2) = (corners[:, k, :].T for k in range(3))
+    det = np.where(keep, area, 1.0)
+    minv = np.empty((len(triangles), 3, 3))
+    minv[:, 0] = np.stack([y1 - y2, x2 - x1, x1 * y2 - x2 * y1], 1)
+    minv[:, 1] = np.stack([y2 - y0, x0 - x2, x2 * y0 - x0 * y2], 1)
+    minv[:, 2] = np.stack([y0 - y1, x1 - x0, x0 * y1 - x1 * y0], 1)
+    minv = (minv / det[:, None, None]).astype(np.float32)
     return Raster((h, w), tri_map, ys, xs, tri_ids, minv, triangles)
 
 

@@ -26,6 +26,7 @@ class Mesh3DFrontalizer(Frontalizer):
     Args:
         symmetry: weight of the mirrored texture where the direct texture is poorly seen
             (0 = never mirror, 1 = fully replace what the photo does not show).
+        strength: fraction of the way to frontal to rotate (1 = fully frontal, 0.5 = half).
         min_angle: head rotation (degrees) below which the image is returned unchanged;
             frontalizing an already frontal face only loses detail.
         keep_roll: keep the in-plane tilt (the embedder's alignment removes it anyway, and
@@ -33,12 +34,13 @@ class Mesh3DFrontalizer(Frontalizer):
         keep_pitch: keep the up/down tilt and correct yaw (and roll) only; on real photos
             correcting pitch cost similarity (pitch zero is a convention, see face3d.canonical).
         pivot_depth: rotation centre behind the centroid of the face mesh, in face widths
-            (a real head turns about the neck, about 0.6 behind, but hair and ears are not
-            re-rendered, so a smaller value keeps the face on its head).
+            (a real head turns about the neck, so its face also shifts sideways; with a
+            pivot at the skin, FaceMesh reads a re-rendered 40 deg view as only ~12 deg).
         feather: width of the blend from the re-rendered face into the warped surroundings,
             in face widths.
         surround: how far beyond the face the warp fades out, in face widths (0 = paste
-            the rendered face with a feathered edge only).
+            the rendered face with a feathered edge only); longer where the face border
+            moves far, so the warp never folds.
         occlusion_low: texture quality (source/target area ratio of a triangle, times
             visibility) at or below which the photo's pixels get no weight.
         occlusion_high: quality at or above which they get full weight.
@@ -52,10 +54,11 @@ class Mesh3DFrontalizer(Frontalizer):
         self,
         *,
         symmetry: float = 1.0,
+        strength: float = 1.0,
         min_angle: float = 6.0,
         keep_roll: bool = True,
         keep_pitch: bool = True,
-        pivot_depth: float = 0.3,
+        pivot_depth: float = 0.6,
         feather: float = 0.12,
         surround: float = 0.5,
         occlusion_low: float = 0.25,
@@ -67,6 +70,7 @@ class Mesh3DFrontalizer(Frontalizer):
         if occlusion_high <= occlusion_low:
             raise ValueError("occlusion_high must be larger than occlusion_low")
         self.symmetry = symmetry
+        self.strength = strength
         self.min_angle = min_angle
         self.keep_roll = keep_roll
         self.keep_pitch = keep_pitch
@@ -81,11 +85,15 @@ class Mesh3DFrontalizer(Frontalizer):
     def __call__(self, image: np.ndarray) -> np.ndarray:
         landmarks, fit = self._fit(image)
         pose = fit.pose
-        target = rotation_from_euler(
-            0.0, pose.pitch if self.keep_pitch else 0.0, pose.roll if self.keep_roll else 0.0
-        )
-        if _angle_between(fit.rotation, target) < self.min_angle:
+        kept_pitch = pose.pitch if self.keep_pitch else 0.0
+        kept_roll = pose.roll if self.keep_roll else 0.0
+        if _angle_between(fit.rotation, rotation_from_euler(0.0, kept_pitch, kept_roll)) < self.min_angle:
             return image.copy()
+        # partial frontalization moves each corrected angle the same fraction of the way
+        a = self.strength
+        target = rotation_from_euler(
+            (1 - a) * pose.yaw, (1 - a) * pose.pitch + a * kept_pitch, (1 - a) * pose.roll + a * kept_roll
+        )
         return self._render(image, landmarks, fit, target)
 
     def render_pose(self, image: np.ndarray, yaw: float, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
@@ -210,16 +218,18 @@ class Mesh3DFrontalizer(Frontalizer):
         m = cv2.resize(mask.astype(np.float32), small, interpolation=cv2.INTER_AREA)
         stack = np.dstack([dx * band, dy * band]).astype(np.float32)
         d = cv2.resize(stack, small, interpolation=cv2.INTER_AREA)
-        band_shift = np.linalg.norm(d, axis=2) / np.maximum(b, 1e-6)
         sigma = max(1.0, 0.15 * face_w / f)
         bb = cv2.GaussianBlur(b, (0, 0), sigma)
         db = cv2.GaussianBlur(d, (0, 0), sigma)
         ext = db / np.maximum(bb, 1e-6)[:, :, None]
-        # fade to no displacement over a distance long enough that the warp never folds
-        # (a fold shows as smeared copies of the face): |d| * max slope of the fade < 1
-        reach = max(self.surround * face_w, 2.5 * float(band_shift[b > 0.25].max(initial=0.0)) * f) / f
+        # fade to no displacement over `surround` face widths, or longer where the border
+        # moves far, so that the warp never folds (a fold shows as smeared copies of the
+        # face): |d| * max slope of the fade (1.5 / reach) stays below 1
+        band_shift = np.linalg.norm(d, axis=2) / np.maximum(b, 1e-6)
+        far = float(band_shift[b > 0.25].max(initial=0.0))
+        reach = max(self.surround * face_w / f, 2.5 * far, 1.0)
         outside = cv2.distanceTransform((m < 0.5).astype(np.uint8), cv2.DIST_L2, 3)
-        fade = _smoothstep(1.0 - outside / max(reach, 1.0))[:, :, None]
+        fade = _smoothstep(1.0 - outside / reach)[:, :, None]
         out = cv2.resize(ext * fade, (w, h), interpolation=cv2.INTER_LINEAR)
         return out[:, :, 0], out[:, :, 1]
 
