@@ -1,0 +1,201 @@
+"""GFPGAN enhancer end to end on real photos, with random-init checkpoints in the official formats."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from frontal_exp.errors import ConfigError, MissingWeightsError
+
+
+@pytest.fixture(scope="session")
+def gfpgan_models(tmp_path_factory) -> Path:
+    """A models dir laid out like the registry, holding randomly initialised official-format files:
+    GFPGANv1Clean under `params_ema`, RetinaFace-R50 and ParseNet as plain state dicts."""
+    import torch
+    from facexlib.detection.retinaface import RetinaFace
+    from facexlib.parsing.parsenet import ParseNet
+
+    from frontal_exp.enhancers.gfpgan import build_gfpgan_net
+
+    root = tmp_path_factory.mktemp("models")
+    (root / "gfpgan").mkdir()
+    (root / "facexlib").mkdir()
+    torch.manual_seed(0)
+    torch.save({"params_ema": build_gfpgan_net().state_dict()}, root / "gfpgan/GFPGANv1.4.pth")
+    # v1.3 has the same architecture; one random file serves both
+    os.link(root / "gfpgan/GFPGANv1.4.pth", root / "gfpgan/GFPGANv1.3.pth")
+    det = RetinaFace(network_name="resnet50", half=False, phase="test", device="cpu")
+    torch.save(det.state_dict(), root / "facexlib/detection_Resnet50_Final.pth")
+    torch.save(ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict(),
+               root / "facexlib/parsing_parsenet.pth")
+    return root
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    import skimage.data
+
+    return np.ascontiguousarray(skimage.data.astronaut()[:, :, ::-1])
+
+
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch):
+    """Any attempt by facexlib / basicsr / torch.hub to download fails the test."""
+    import torch.hub
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"tried to download: {args[:1]}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    import facexlib.utils.misc
+
+    monkeypatch.setattr(facexlib.utils.misc, "download_url_to_file", refuse)
+
+
+@pytest.fixture(scope="module")
+def scrfd_gfpgan(gfpgan_models):
+    """SCRFD-500M finds the real face even with random GFPGAN weights; one instance, loaded once."""
+    from frontal_exp.enhancers.gfpgan import GFPGANEnhancer
+
+    return GFPGANEnhancer(face_detector="scrfd500m", models_dir=str(gfpgan_models), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def scrfd_result(scrfd_gfpgan, astronaut) -> np.ndarray:
+    return scrfd_gfpgan(astronaut)
+
+
+def test_compat_makes_gfpgan_importable():
+    code = (
+        "import sys\n"
+        "from frontal_exp.compat import ensure_basicsr_importable, import_gfpgan\n"
+        "import torchvision.transforms.functional as F\n"
+        "ensure_basicsr_importable(); ensure_basicsr_importable()\n"
+        "assert sys.modules['torchvision.transforms.functional_tensor'].rgb_to_grayscale\n"
+        "import_gfpgan()\n"
+        "from gfpgan import GFPGANer\n"
+        "from basicsr.data import degradations\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")
+
+
+def test_missing_weights_name_file_size_and_url(tmp_path):
+    from frontal_exp.enhancers.gfpgan import GFPGANEnhancer
+
+    with pytest.raises(MissingWeightsError) as err:
+        GFPGANEnhancer(version="1.3", models_dir=str(tmp_path))
+    msg = str(err.value)
+    assert "gfpgan/GFPGANv1.3.pth" in msg and "348,632,874" in msg
+    assert "https://github.com/TencentARC/GFPGAN/releases" in msg
+
+
+def test_missing_facexlib_weights_are_a_clear_error(tmp_path, gfpgan_models):
+    from frontal_exp.enhancers.gfpgan import GFPGANEnhancer
+
+    (tmp_path / "gfpgan").mkdir()
+    os.symlink(gfpgan_models / "gfpgan/GFPGANv1.4.pth", tmp_path / "gfpgan/GFPGANv1.4.pth")
+    with pytest.raises(MissingWeightsError, match="parsing_parsenet.pth"):
+        GFPGANEnhancer(models_dir=str(tmp_path), face_detector="scrfd500m")
+    os.symlink(gfpgan_models / "facexlib/parsing_parsenet.pth", tmp_path / "parsing_parsenet.pth")
+    with pytest.raises(MissingWeightsError, match="detection_Resnet50_Final.pth"):
+        GFPGANEnhancer(models_dir=str(tmp_path), face_detector="retinaface")
+    # the flat layout (files by name directly in models_dir) is accepted too
+    GFPGANEnhancer(models_dir=str(tmp_path), face_detector="scrfd500m", device="cpu")
+
+
+def test_bad_options_are_config_errors(gfpgan_models):
+    from frontal_exp.enhancers.gfpgan import GFPGANEnhancer
+
+    for kwargs in ({"version": "2.0"}, {"weight": 1.5}, {"device": "tpu"},
+                   {"face_detector": "mtcnn"}, {"upscale": 0}):
+        with pytest.raises(ConfigError):
+            GFPGANEnhancer(models_dir=str(gfpgan_models), **kwargs)
+    assert GFPGANEnhancer(version=1.3, models_dir=str(gfpgan_models)).version == "1.3"
+
+
+def test_paste_back_restores_only_the_face(scrfd_gfpgan, scrfd_result, astronaut):
+    out = scrfd_result
+    assert out.shape == astronaut.shape and out.dtype == np.uint8
+    assert scrfd_gfpgan.device_used == "cpu"
+    assert scrfd_gfpgan.no_face_count == 0
+    changed = np.any(out != astronaut, axis=2)
+    ys, xs = np.nonzero(changed)
+    assert changed.sum() > 2000, "the face should be replaced"
+    # the astronaut's face sits in the top middle of the photo: all changes stay near it
+    assert ys.min() >= 0 and ys.max() < 260 and xs.min() > 120 and xs.max() < 360
+    assert changed.mean() < 0.25
+    assert out.min() >= 0 and out.max() <= 255 and out.std() > 10
+
+
+def test_deterministic_and_batched_like_single(scrfd_gfpgan, scrfd_result, astronaut):
+    batch = scrfd_gfpgan.enhance_batch([astronaut, astronaut.copy()], [None, None])
+    assert len(batch) == 2
+    # fresh noise per call would make two items of one batch differ: stored noise does not
+    np.testing.assert_array_equal(batch[0], batch[1])
+    # batching must not change a face's result beyond float rounding
+    diff = np.abs(batch[0].astype(int) - scrfd_result.astype(int))
+    assert diff.max() <= 2 and (diff > 0).mean() < 0.01
+
+
+def test_no_face_returns_the_image(scrfd_gfpgan):
+    flat = np.full((96, 80, 3), 128, np.uint8)
+    before = scrfd_gfpgan.no_face_count
+    np.testing.assert_array_equal(scrfd_gfpgan(flat), flat)
+    assert scrfd_gfpgan.no_face_count == before + 1
+
+
+def test_aligned_face_output(gfpgan_models, astronaut):
+    from frontal_exp.enhancers.gfpgan import GFPGANEnhancer
+
+    # weight 0: the restorer is bypassed, so the output is exactly the FFHQ-aligned input
+    enh = GFPGANEnhancer(face_detector="scrfd500m", models_dir=str(gfpgan_models), weight=0.0,
+                         paste_back=False, device="cpu")
+    aligned = enh(astronaut)
+    assert aligned.shape == (512, 512, 3) and aligned.dtype == np.uint8
+    assert enh._net is None  # noqa: SLF001 - weight 0 never needs the network
+    # the detected eyes land on the FFHQ template's eyes: re-detecting in the crop finds them there
+    from frontal_exp.enhancers.gfpgan import FFHQ_TEMPLATE_512
+    from frontal_exp.enhancers.match_crop import detect_faces, largest
+
+    face = largest(detect_faces(enh._detector, aligned))  # noqa: SLF001
+    assert face is not None
+    assert np.abs(face.kps[:2] - FFHQ_TEMPLATE_512[:2]).max() < 12
+
+
+def test_retinaface_path_and_upscale(gfpgan_models, astronaut):
+    """The official-format RetinaFace (random weights) goes through the same loading code."""
+    from frontal_exp.enhancers.gfpgan import GFPGANEnhancer
+
+    # random RetinaFace weights "find" faces anywhere: restoration + paste at 1.5x still run
+    enh = GFPGANEnhancer(face_detector="retinaface", upscale=1.5, models_dir=str(gfpgan_models),
+                         device="cpu")
+    crop = np.ascontiguousarray(astronaut[20:148, 180:308])
+    out = enh(crop)
+    assert out.shape == (192, 192, 3) and out.dtype == np.uint8
+    assert "gfpgan" in enh.cache_key()
+
+
+def test_config_options_instantiate(make_cfg, gfpgan_models):
+    from frontal_exp.config import instantiate_checked
+    from frontal_exp.enhancers.chain import EnhancerChain
+    from frontal_exp.enhancers.gfpgan import GFPGANEnhancer
+
+    for option in ("gfpgan", "gfpgan_v13", "gfpgan_face", "gfpgan_corrections"):
+        cfg = make_cfg(f"enhancer={option}", f"models_dir={gfpgan_models}", "device=cpu")
+        enh = instantiate_checked(cfg.enhancer, "enhancer")
+        gfp = enh.steps[0] if isinstance(enh, EnhancerChain) else enh
+        assert isinstance(gfp, GFPGANEnhancer)
+        assert enh.device_used == "cpu"
+    assert gfp.paste_back is True
+    face = instantiate_checked(make_cfg("enhancer=gfpgan_face", f"models_dir={gfpgan_models}").enhancer,
+                               "enhancer")
+    assert face.paste_back is False and face.version == "1.4"
