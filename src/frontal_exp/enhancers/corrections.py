@@ -11,13 +11,19 @@ from frontal_exp.enhancers.base import Enhancer
 _SHARPNESS_SIDE = 256
 
 
-def padding_color(image: np.ndarray, tol: int) -> np.ndarray | None:
-    """The constant colour warping left in the corners, if at least two corners share it."""
+def padding_color(image: np.ndarray, tol: int, any_color: bool = False) -> np.ndarray | None:
+    """The constant colour warping left in the corners, if at least two corners share it.
+
+    Only black counts unless `any_color`: a plain studio background also has equal corners,
+    and trimming it would re-frame a good image.
+    """
     corners = np.array([image[0, 0], image[0, -1], image[-1, 0], image[-1, -1]], np.int32)
     for c in corners:
         agree = np.abs(corners - c).max(axis=1) <= tol
         if agree.sum() >= 2:
-            return corners[agree].mean(axis=0)
+            color = corners[agree].mean(axis=0)
+            if any_color or color.max() <= tol:
+                return color
     return None
 
 
@@ -27,7 +33,11 @@ def padding_mask(image: np.ndarray, color: np.ndarray, tol: int) -> np.ndarray:
 
 
 def trim_box(
-    image: np.ndarray, tol: int = 8, min_fraction: float = 0.97, max_trim: float = 0.4
+    image: np.ndarray,
+    tol: int = 4,
+    min_fraction: float = 0.97,
+    max_trim: float = 0.4,
+    any_color: bool = False,
 ) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) of the image without its padding rows / columns.
 
@@ -35,7 +45,7 @@ def trim_box(
     `tol` of the corners' common colour; at most `max_trim` of each side is removed.
     """
     h, w = image.shape[:2]
-    color = padding_color(image, tol)
+    color = padding_color(image, tol, any_color)
     if color is None:
         return 0, h, 0, w
     is_pad = padding_mask(image, color, tol)
@@ -66,14 +76,16 @@ def match_color(
     `content` (HxW bool) limits the statistics and the change to those pixels, so padding
     left by warping neither skews the statistics nor gets tinted.
     """
-    lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB).astype(np.float32)
-    ref = cv2.cvtColor(reference, cv2.COLOR_BGR2LAB).astype(np.float32).reshape(-1, 3)
+    # float Lab: the 8-bit Lab round trip alone moves pixels by up to 5 levels
+    lab = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)
+    ref = cv2.cvtColor(reference.astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB).reshape(-1, 3)
     pixels = lab[content] if content is not None and content.any() else lab.reshape(-1, 3)
     mu, sd = pixels.mean(0), pixels.std(0)
     ratio = np.clip(ref.std(0) / np.maximum(sd, 1e-3), 1.0 / max_ratio, max_ratio)
     matched = (lab - mu) * ratio + ref.mean(0)
     out = lab + strength * (matched - lab)
-    result = cv2.cvtColor(np.clip(out, 0, 255).round().astype(np.uint8), cv2.COLOR_LAB2BGR)
+    bgr = cv2.cvtColor(out, cv2.COLOR_LAB2BGR)
+    result = np.clip(bgr * 255.0, 0, 255).round().astype(np.uint8)
     if content is not None:
         result[~content] = image[~content]
     return result
@@ -108,6 +120,8 @@ def equalize_sharpness(
 class LightCorrections(Enhancer):
     """Trim padding borders, then match Lab colour statistics and sharpness to the input.
 
+    Padding is a border of near-constant rows / columns in the corners' colour: black by
+    default (what warping leaves), any constant colour with `trim_any_color`.
     Each step is switchable. Colour and sharpness need the `reference` (the angled input);
     without one they are skipped. Trimming changes the image size (the embedder re-detects
     and aligns, so that is safe).
@@ -120,8 +134,9 @@ class LightCorrections(Enhancer):
         trim: bool = True,
         color: bool = True,
         sharpen: bool = True,
-        trim_tol: int = 8,
+        trim_tol: int = 4,
         trim_min_fraction: float = 0.97,
+        trim_any_color: bool = False,
         color_strength: float = 1.0,
         max_sharpen: float = 0.5,
     ) -> None:
@@ -134,16 +149,18 @@ class LightCorrections(Enhancer):
         self.sharpen = sharpen
         self.trim_tol = trim_tol
         self.trim_min_fraction = trim_min_fraction
+        self.trim_any_color = trim_any_color
         self.color_strength = color_strength
         self.max_sharpen = max_sharpen
 
     def __call__(self, image: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
         out = image
         if self.trim:
-            top, bottom, left, right = trim_box(out, self.trim_tol, self.trim_min_fraction)
+            top, bottom, left, right = trim_box(out, self.trim_tol, self.trim_min_fraction,
+                                                any_color=self.trim_any_color)
             out = np.ascontiguousarray(out[top:bottom, left:right])
         if reference is not None and self.color and self.color_strength > 0:
-            pad = padding_color(out, self.trim_tol)
+            pad = padding_color(out, self.trim_tol, self.trim_any_color)
             content = None if pad is None else ~padding_mask(out, pad, self.trim_tol)
             out = match_color(out, reference, self.color_strength, content=content)
         if reference is not None and self.sharpen and self.max_sharpen > 0:
