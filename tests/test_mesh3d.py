@@ -124,3 +124,21 @@ def test_real_three_quarter_frame_is_frontalized(frontalizer):
     # on this stage frame FaceMesh reads -32 deg before and about -16 after: the hair and
     # ears are not re-rendered, so the head still looks partly turned
     assert abs(after.yaw) < 0.6 * abs(before.yaw)
+
+
+def test_frontalized_views_stay_recognisable(package_photos, embedder, frontalizer):
+    """Frontalized synthetic views remain the same person for the embedded embedder: close
+    to their own GT, far from the other identities' GT."""
+    from tests.conftest import face_crop
+
+    names = ["astronaut", "grace_hopper", "yao_ming"]
+    gts = [face_crop(package_photos[n], embedder, size=256, grow=2.2) for n in names]
+    gt_emb = np.stack([embedder.embed(g).embedding for g in gts])
+    for k, gt in enumerate(gts):
+        for yaw in (-30, 30):
+            frontal = frontalizer(frontalizer.render_pose(gt, yaw))
+            emb = embedder.embed(frontal)
+            assert emb.ok, (names[k], yaw)
+            sims = gt_emb @ emb.embedding
+            assert sims.argmax() == k and sims[k] > 0.5, (names[k], yaw, sims)
+            assert np.delete(sims, k).max() < 0.3
