@@ -117,3 +117,47 @@ def test_cli_reports_config_errors_clearly(tmp_path):
     proc = run_cli(["dataset=folder", f"output_root={tmp_path}"], cwd=tmp_path)
     assert proc.returncode != 0
     assert "dataset.root must be set" in proc.stderr + proc.stdout
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_remote_tracking_server_works_the_same_way(make_cfg, tmp_path):
+    """A job pointed at an MLflow server on loopback logs there, artifacts included."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
+         "--default-artifact-root", str(tmp_path / "srv_artifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline, "MLflow server did not start"
+                assert server.poll() is None, "MLflow server exited"
+                time.sleep(1)
+        cfg = make_cfg("dataset.limit=3", "eval.bootstrap=50", f"tracking.uri={uri}", "tracking.experiment=remote")
+        result = evaluate(cfg)
+        client = MlflowClient(uri)
+        run = client.get_run(result.run_id)
+        assert run.data.metrics["n_items"] == 3
+        assert "figures/triplets.png" in artifact_paths(client, result.run_id)
+        assert any((tmp_path / "srv_artifacts").rglob("triplets.png"))
+        assert not (tmp_path / "outputs" / "mlflow.db").exists()  # nothing went to the local store
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

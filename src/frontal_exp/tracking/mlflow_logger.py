@@ -52,7 +52,10 @@ def ensure_experiment(client: MlflowClient, name: str, output_root: str | os.Pat
         exp = client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        artifacts = (Path(output_root).expanduser().resolve() / "mlartifacts").as_uri()
+        # A local store gets an absolute artifact folder (not one relative to wherever the
+        # job ran); a tracking server manages its own artifact store.
+        local = client.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in client.tracking_uri
+        artifacts = (Path(output_root).expanduser().resolve() / "mlartifacts").as_uri() if local else None
         try:
             return client.create_experiment(name, artifact_location=artifacts)
         except Exception:  # noqa: BLE001 - another job created it first; look again
