@@ -45,7 +45,7 @@ class EnhancerChain(Enhancer):
     def cache_key(self) -> str:
         return "chain[" + "|".join(s.cache_key() for s in self.steps) + "]"
 
-    def __getattr__(self, item: str):  # noqa: ANN204
+    def __getattr__(self, item: str) -> object:
         # lets the framework log e.g. `device_used` of a GFPGAN step inside a chain
         if item.startswith("_") or item in ("steps", "name"):
             raise AttributeError(item)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -15,6 +16,9 @@ from frontal_exp.embedders.base import Detector
 from frontal_exp.enhancers.base import Enhancer
 from frontal_exp.enhancers.match_crop import FACE_DETECTORS, build_detector, detect_faces
 from frontal_exp.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 #: GFPGAN's 5-point template for 512x512 faces (FFHQ alignment, as facexlib's face helper)
 FFHQ_TEMPLATE_512 = np.array(
@@ -49,7 +53,7 @@ def pick_device(device: str) -> str:
     return device
 
 
-def build_gfpgan_net(channel_multiplier: int = 2):  # noqa: ANN201 - torch module, lazily imported
+def build_gfpgan_net(channel_multiplier: int = 2) -> torch.nn.Module:
     """The GFPGANv1Clean network with the hyper-parameters of the official v1.3 / v1.4 files."""
     from frontal_exp.compat import ensure_basicsr_importable
 
@@ -179,7 +183,7 @@ class GFPGANEnhancer(Enhancer):
             self._detector = build_detector(self.face_detector, self.models_dir,
                                             self.det_thresh, self.device_used)
 
-    def _load_net(self):  # noqa: ANN202 - torch module
+    def _load_net(self) -> torch.nn.Module:
         with self._lock:
             if self._net is None:
                 net = build_gfpgan_net()
@@ -202,7 +206,7 @@ class GFPGANEnhancer(Enhancer):
             job.matrices.append(matrix)
             job.crops.append(crop)
 
-    def _to_tensor(self, crops: list[np.ndarray]):  # noqa: ANN202
+    def _to_tensor(self, crops: list[np.ndarray]) -> torch.Tensor:
         import torch
 
         rgb = np.stack([c[:, :, ::-1] for c in crops]).astype(np.float32) / 127.5 - 1.0
