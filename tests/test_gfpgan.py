@@ -96,6 +96,8 @@ def test_missing_weights_name_file_size_and_url(tmp_path):
     msg = str(err.value)
     assert "gfpgan/GFPGANv1.3.pth" in msg and "348,632,874" in msg
     assert "https://github.com/TencentARC/GFPGAN/releases" in msg
+    # every missing file in one message, not one per attempt
+    assert "facexlib/parsing_parsenet.pth" in msg and "facexlib/detection_Resnet50_Final.pth" in msg
 
 
 def test_missing_facexlib_weights_are_a_clear_error(tmp_path, gfpgan_models):

@@ -15,7 +15,7 @@ from frontal_exp.embedders.align import similarity_transform
 from frontal_exp.embedders.base import Detector
 from frontal_exp.enhancers.base import Enhancer
 from frontal_exp.enhancers.match_crop import FACE_DETECTORS, build_detector, detect_faces
-from frontal_exp.errors import ConfigError
+from frontal_exp.errors import ConfigError, MissingWeightsError
 
 if TYPE_CHECKING:
     import torch
@@ -65,6 +65,20 @@ def build_gfpgan_net(channel_multiplier: int = 2) -> torch.nn.Module:
         decoder_load_path=None, fix_decoder=False, num_mlp=8, input_is_latent=True,
         different_w=True, narrow=1, sft_half=True,
     )
+
+
+def resolve_all(relpaths: list[str], models_dir: str | None) -> dict[str, Path]:
+    """Registry files by relpath; one MissingWeightsError listing every missing file."""
+    found, missing = {}, []
+    for rel in relpaths:
+        try:
+            found[rel] = weights.resolve(rel, models_dir)
+        except MissingWeightsError:
+            missing.append(weights.REGISTRY[rel])
+    if missing:
+        root = Path(models_dir).expanduser() if models_dir else weights.default_models_dir()
+        raise MissingWeightsError(weights.missing_message(missing, root))
+    return found
 
 
 def _load_state(path: Path) -> dict:
@@ -143,11 +157,12 @@ class GFPGANEnhancer(Enhancer):
         self.models_dir = models_dir
         self.device_used = pick_device(device)
         # resolve every file now, so a missing one fails the run before any image is read
-        self._model_path = weights.resolve(CHECKPOINTS[self.version], models_dir)
-        self._parsing_path = (weights.resolve(PARSING_WEIGHTS, models_dir)
-                              if paste_back and parse_mask else None)
-        if face_detector == "retinaface":
-            weights.resolve(DETECTION_WEIGHTS, models_dir)
+        needed = [CHECKPOINTS[self.version]]
+        needed += [PARSING_WEIGHTS] if paste_back and parse_mask else []
+        needed += [DETECTION_WEIGHTS] if face_detector == "retinaface" else []
+        paths = resolve_all(needed, models_dir)
+        self._model_path = paths[CHECKPOINTS[self.version]]
+        self._parsing_path = paths.get(PARSING_WEIGHTS)
         self._net = None
         self._parser = None
         self._detector: Detector | None = None
