@@ -90,3 +90,21 @@ def pick_failures(records, n: int) -> list:
     worst = sorted(scored, key=lambda r: r.frontal_to_gt - r.angle_to_gt)[: max(1, n // 2)]
     lost = [r for r in records if not r.frontal_face and r.angle_face][: n - len(worst)]
     return (worst + lost)[:n]
+
+
+
+def new_plot(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6.0, 4.0)):
+    """A matplotlib (figure, axes grid) drawn with Agg, without pyplot: no global backend
+    state and no windows, so plots work in headless and parallel jobs."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def plot_to_bgr(fig) -> np.ndarray:
+    """A matplotlib figure (from `new_plot`) rendered to a BGR uint8 image."""
+    fig.canvas.draw()
+    return cv2.cvtColor(np.asarray(fig.canvas.buffer_rgba()), cv2.COLOR_RGBA2BGR)

@@ -156,7 +156,12 @@ class EvaluationPipeline:
     # -- stages -----------------------------------------------------------------------
     def embed_gts(self, items: list[Item]) -> tuple[dict[str, np.ndarray | None], dict[str, str]]:
         """Embed each distinct GT image once; returns embeddings and failure reasons by path."""
-        paths = sorted({str(it.gt_path) for it in items})
+        return self.embed_paths([str(it.gt_path) for it in items])
+
+    def embed_paths(self, paths: list[str]) -> tuple[dict[str, np.ndarray | None], dict[str, str]]:
+        """Embed each distinct image file once (cached); embeddings (None: no face or
+        unreadable) and failure reasons ("unreadable: ..." or the embedder's) by path."""
+        paths = sorted({str(p) for p in paths})
         embeddings: dict[str, np.ndarray | None] = {}
         reasons: dict[str, str] = {}
         chunks = self._chunks([Path(p) for p in paths], self.batch_size)
@@ -191,6 +196,10 @@ class EvaluationPipeline:
             "frontal_cache_misses": self.enhanced_images.misses,
         }
         return PipelineOutput(records, gt_emb, stats, self.enhanced_images)
+
+    def frontalize_enhance(self, images: list[np.ndarray]) -> list[tuple[np.ndarray | None, str]]:
+        """Frontalized + enhanced image (or None and the failure reason) per image, cached."""
+        return self._frontalize_enhance(images, [pixel_hash(im) for im in images])
 
     def _frontalize_enhance(
         self, angles: list[np.ndarray], keys: list[str]

@@ -132,13 +132,17 @@ def format_results(metrics: dict[str, float], params: dict[str, str] | None = No
 class FrontalizationProtocol(Protocol):
     """Angled -> frontalized -> enhanced, each embedded and compared with GT.
 
-    `analyses` adds views computed from the same embeddings (see protocols.analyses).
+    `analyses` adds views computed from the same embeddings (see protocols.analyses);
+    `pose_bins` are the |yaw| / |pitch| bin edges of the `by_pose` analysis.
     """
 
     name = "frontalization"
 
-    def __init__(self, analyses: list[str] | None = None) -> None:
-        self.analyses = list(analyses or [])
+    def __init__(self, analyses: list[str] | None = None, pose_bins: list[float] | None = None) -> None:
+        from frontal_exp.protocols.analyses import check_analyses
+
+        self.analyses = check_analyses(list(analyses or []))
+        self.pose_bins = pose_bins
 
     def run(self, cfg: DictConfig) -> EvalResult:
         from frontal_exp.figures import pick_failures, pick_samples, records_figure

@@ -1,0 +1,167 @@
+"""Extra views of a frontalization run, computed from its embeddings (no new model calls):
+`by_pose` (Net Gain per |yaw| / |pitch| bin) and `identification` (rank in a GT gallery)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from frontal_exp.errors import ConfigError
+from frontal_exp.metrics.identification import identity_scores, rank_k_accuracy, true_ranks
+from frontal_exp.metrics.pose_bins import DEFAULT_EDGES, pose_bin_table
+from frontal_exp.protocols.base import RunResult
+
+if TYPE_CHECKING:
+    from frontal_exp.protocols.frontalization import EvalResult
+
+
+def _nan(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def pose_edges(cfg: DictConfig) -> list[float]:
+    edges = cfg.protocol.get("pose_bins") if "protocol" in cfg and cfg.protocol is not None else None
+    return [float(e) for e in (edges or DEFAULT_EDGES)]
+
+
+def by_pose(result: EvalResult, cfg: DictConfig) -> RunResult:
+    """Tables `by_yaw` / `by_pitch` and a line plot of similarities and Net Gain per bin."""
+    from frontal_exp.figures import new_plot, plot_to_bgr
+
+    edges = pose_edges(cfg)
+    recs = result.records
+    a = np.array([_nan(r.angle_to_gt) for r in recs])
+    b = np.array([_nan(r.frontal_to_gt) for r in recs])
+    # the study's Net Gain is over paired items only: mask the rest
+    paired = np.array([r.paired for r in recs], dtype=bool)
+    a[~paired] = np.nan
+    out = RunResult(metrics={})
+    fig, axes = new_plot(1, 2, size=(5.5, 4.0))
+    for ax, axis in zip(axes[0], ("yaw", "pitch"), strict=True):
+        angles = np.array([_nan(getattr(r, axis)) for r in recs])
+        table = pose_bin_table(angles, a, b, edges, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
+        out.tables[f"by_{axis}"] = table
+        for row in table.itertuples():
+            if row.n and row.bin not in ("unknown", "outside"):
+                out.metrics[f"net_gain_{axis}_{row.bin}"] = float(row.net_gain)
+                out.metrics[f"n_{axis}_{row.bin}"] = int(row.n)
+        shown = table[(table.n > 0) & table.lo.notna()]
+        centres = (shown.lo + shown.hi) / 2
+        ax.plot(centres, shown.angle_to_gt, "o-", label="Mean(Angle-GT)")
+        ax.plot(centres, shown.frontal_to_gt, "s-", label="Mean(Frontal-GT)")
+        ax.plot(centres, shown.net_gain, "^--", label="Net Gain")
+        ax.fill_between(centres, shown.net_gain_ci_low, shown.net_gain_ci_high, alpha=0.2, color="C2")
+        for x, y, n in zip(centres, shown.frontal_to_gt, shown.n, strict=True):
+            ax.annotate(f"N={n}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_xticks(edges)
+        ax.set_xlabel(f"|{axis}| (deg)")
+        ax.set_ylabel("cosine similarity")
+        ax.set_title(f"by |{axis}|")
+        ax.legend(fontsize=7)
+    p = result.params
+    fig.suptitle(f"{p.get('model')}+{p.get('enhancer')} | {p.get('embedder')} | {p.get('dataset')}", fontsize=9)
+    fig.tight_layout()
+    out.figures["by_pose"] = plot_to_bgr(fig)
+    return out
+
+
+def identification(result: EvalResult, cfg: DictConfig) -> RunResult:
+    """Rank every angled and frontalized face against a gallery of every identity's GT.
+
+    Both are scored on the same items (those with an angled AND a frontal embedding and
+    their identity in the gallery), so rank-k of angled inputs is the paired baseline.
+    """
+    gt_by_path = result.output.gt_embeddings
+    identity_of = {r.gt_path: r.identity for r in result.records}
+    gallery_paths = sorted(p for p, e in gt_by_path.items() if e is not None and p in identity_of)
+    out = RunResult(metrics={"gallery_size": len({identity_of[p] for p in gallery_paths})})
+    if not gallery_paths:
+        return out
+    gallery = np.stack([gt_by_path[p] for p in gallery_paths])
+    gallery_ids = [identity_of[p] for p in gallery_paths]
+    recs = [r for r in result.records if r.angle_embedding is not None and r.frontal_embedding is not None
+            and r.identity in set(gallery_ids)]
+    out.metrics["n_identify"] = len(recs)
+    if not recs:
+        return out
+    rows = {r.item_id: {"item_id": r.item_id, "identity": r.identity} for r in recs}
+    scores_by = {}
+    for kind, attr in (("angle", "angle_embedding"), ("frontal", "frontal_embedding")):
+        scores, names = identity_scores(np.stack([getattr(r, attr) for r in recs]), gallery, gallery_ids)
+        ranks = true_ranks(scores, np.array([names.index(r.identity) for r in recs]))
+        scores_by[kind] = (scores, names)
+        for k in (1, 5):
+            out.metrics[f"rank{k}_{kind}"] = rank_k_accuracy(ranks, k)
+        for r, rank, row in zip(recs, ranks, scores, strict=True):
+            rows[r.item_id][f"rank_{kind}"] = int(rank)
+            rows[r.item_id][f"top1_{kind}"] = names[int(np.argmax(row))]
+    out.metrics["rank1_gain"] = out.metrics["rank1_frontal"] - out.metrics["rank1_angle"]
+    out.tables["identification"] = pd.DataFrame(list(rows.values()))
+    if cfg.tracking.log_images:
+        out.figures["identification"] = ranking_figure(result, recs, scores_by["frontal"], gallery_paths,
+                                                       gallery_ids, cfg)
+    return out
+
+
+def ranking_figure(result: EvalResult, recs: list, frontal_scores: tuple[np.ndarray, list[str]],
+                   gallery_paths: list[str], gallery_ids: list[str], cfg: DictConfig,
+                   max_gallery: int = 8) -> np.ndarray:
+    """Per sampled item: Angled | Frontal (the query), then the gallery ordered by similarity
+    to the frontal face, with scores; the true identity framed in green."""
+    from frontal_exp.figures import _safe_read, _tile, pick_samples, triplet_grid
+
+    scores, names = frontal_scores
+    gt_image = {}
+    for path, ident in zip(gallery_paths, gallery_ids, strict=True):
+        gt_image.setdefault(ident, path)
+    index = {r.item_id: i for i, r in enumerate(recs)}
+    sample = pick_samples(recs, cfg.eval.grid_samples, cfg.seed)
+    rows = []
+    for rec in sample:
+        row = scores[index[rec.item_id]]
+        frontal = result.output.frontal_cache.get(rec.frontal_key) if rec.frontal_key else None
+        tiles = [_tile(_safe_read(rec.angle_path), f"Angled {rec.identity}"),
+                 _tile(frontal, "Frontal (query)")]
+        for rank, j in enumerate(np.argsort(-row)[:max_gallery], start=1):
+            true = names[j] == rec.identity
+            colour = (80, 220, 80) if true else (255, 255, 255)
+            tile = _tile(_safe_read(gt_image[names[j]]), f"#{rank} {names[j]}\nsim {row[j]:.3f}", colour)
+            if true:
+                cv2.rectangle(tile, (1, 1), (tile.shape[1] - 2, tile.shape[0] - 2), colour, 3)
+            tiles.append(tile)
+        width = (2 + min(max_gallery, len(names))) * tiles[0].shape[1]
+        line = np.hstack(tiles)
+        rows.append(np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)), constant_values=32))
+    p = result.params
+    return triplet_grid(rows, f"identification: {p.get('model')}+{p.get('enhancer')} | {p.get('embedder')}")
+
+
+#: analysis name -> function(result, cfg) -> RunResult (merged into the run's result)
+ANALYSES: dict[str, Callable[[EvalResult, DictConfig], RunResult]] = {
+    "by_pose": by_pose,
+    "identification": identification,
+}
+
+
+def check_analyses(names: list[str]) -> list[str]:
+    """The names, or a ConfigError listing the valid ones (raised when the protocol is built,
+    before any model runs)."""
+    unknown = [n for n in names if n not in ANALYSES]
+    if unknown:
+        raise ConfigError(f"protocol.analyses: unknown analysis {unknown}; choose from {sorted(ANALYSES)}")
+    return names
+
+
+def run_analyses(names: list[str], result: EvalResult, cfg: DictConfig) -> RunResult:
+    """Run the named analyses on a frontalization result, merged into one RunResult."""
+    check_analyses(names)
+    out = RunResult(metrics={})
+    for name in names:
+        out.add(ANALYSES[name](result, cfg))
+    return out

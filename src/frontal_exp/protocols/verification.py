@@ -1,0 +1,269 @@
+"""Face verification (LFW's pairs.txt, 10-fold protocol) on original vs frontalized images.
+
+"frontalized" is the configured model + enhancer applied to BOTH images of every pair, through
+the pipeline's caches. Pairs where a face is missing are counted, then scored as a fixed low
+similarity (`no_face: low`, LFW practice: every pair keeps its place) or dropped (`exclude`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from frontal_exp.config import instantiate_checked
+from frontal_exp.data.base import LoadedDataset, require_dir
+from frontal_exp.data.folder import LFW_LAYOUT
+from frontal_exp.errors import BadImageError, ConfigError, DatasetError
+from frontal_exp.images import read_image
+from frontal_exp.metrics.verification import kfold_accuracy, roc_curve, verification_metrics
+from frontal_exp.pipeline import EvaluationPipeline
+from frontal_exp.protocols.base import Protocol, RunResult
+
+log = logging.getLogger(__name__)
+
+CONDITIONS = ("original", "frontalized")
+
+
+@dataclass(frozen=True)
+class VerificationPair:
+    path_a: str
+    path_b: str
+    same: bool
+    fold: int
+
+
+def lfw_image(root: Path, name: str, number: str) -> str:
+    return str(root / name / f"{name}_{int(number):04d}.jpg")
+
+
+def parse_pairs(path: str | Path, root: str | Path) -> list[VerificationPair]:
+    """LFW pairs.txt: header `folds n` then per fold n matched lines (`name i j`) and n
+    mismatched lines (`name1 i name2 j`). A one-number header (pairsDevTest.txt) is one fold."""
+    path, root = Path(path), Path(root)
+    lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+    if not lines:
+        raise DatasetError(f"{path} is empty; expected LFW's pairs.txt (header '10 300', then pairs)")
+    header, body = lines[0], lines[1:]
+    try:
+        folds, per_fold = (int(header[0]), int(header[1])) if len(header) == 2 else (1, int(header[0]))
+    except ValueError as exc:
+        raise DatasetError(f"{path}: bad header {' '.join(header)!r}; expected e.g. '10 300'") from exc
+    pairs = []
+    for i, tok in enumerate(body):
+        fold = min(i // (2 * per_fold), folds - 1)
+        if len(tok) == 3:
+            pairs.append(VerificationPair(lfw_image(root, tok[0], tok[1]), lfw_image(root, tok[0], tok[2]), True, fold))
+        elif len(tok) == 4:
+            pairs.append(VerificationPair(lfw_image(root, tok[0], tok[1]), lfw_image(root, tok[2], tok[3]), False, fold))
+        else:
+            raise DatasetError(f"{path} line {i + 2}: expected 'name i j' or 'name1 i name2 j', got {' '.join(tok)!r}")
+    if len(pairs) != 2 * folds * per_fold:
+        log.warning("%s: %d pairs, the header announces %d", path, len(pairs), 2 * folds * per_fold)
+    return pairs
+
+
+def generate_pairs(data: LoadedDataset, folds: int, max_pairs: int | None, seed: int) -> list[VerificationPair]:
+    """Seeded same/different-person pairs from a dataset's own images (for sets with no
+    pairs.txt): up to max_pairs/2 of each, spread evenly over the folds."""
+    rng = random.Random(seed)
+    images: dict[str, set[str]] = {}
+    for it in data.items:
+        images.setdefault(it.identity, set()).update({str(it.angle_path), str(it.gt_path)})
+    for identity, extra in data.extra_frontals.items():
+        if identity in images:
+            images[identity].update(str(p) for p in extra)
+    same = sorted(p for paths in images.values() for p in itertools.combinations(sorted(paths), 2))
+    half = len(same) if max_pairs is None else min(len(same), max_pairs // 2)
+    same = rng.sample(same, half)
+    people = sorted(images)
+    if len(people) < 2:
+        raise DatasetError(f"verification needs at least two identities; dataset {data.name!r} has {len(people)}")
+    diff: set[tuple[str, str]] = set()
+    n_diff = sum(len(images[p]) * len(images[q]) for p, q in itertools.combinations(people, 2))
+    while len(diff) < min(half, n_diff):
+        p, q = rng.sample(people, 2)
+        diff.add(tuple(sorted((rng.choice(sorted(images[p])), rng.choice(sorted(images[q]))))))
+    diff_list = sorted(diff)
+    rng.shuffle(diff_list)
+    pairs = [VerificationPair(a, b, True, i % folds) for i, (a, b) in enumerate(same)]
+    pairs += [VerificationPair(a, b, False, i % folds) for i, (a, b) in enumerate(diff_list)]
+    return pairs
+
+
+class VerificationProtocol(Protocol):
+    """Accuracy (threshold picked on the other folds) mean +- std, ROC AUC and TAR at FAR.
+
+    `pairs_file`: LFW's pairs.txt; null looks for `<dataset.root>/../pairs.txt` and
+    `<dataset.root>/pairs.txt`. Where there is none and `generate_if_missing` is true, seeded
+    pairs are drawn from the dataset's items (`max_pairs`, `folds`); otherwise it is an error.
+    """
+
+    name = "verification"
+
+    def __init__(
+        self,
+        pairs_file: str | None = None,
+        generate_if_missing: bool = True,
+        conditions: list[str] | None = None,
+        no_face: str = "low",
+        no_face_score: float = -1.0,
+        folds: int = 10,
+        max_pairs: int | None = 600,
+        fars: list[float] | None = None,
+    ) -> None:
+        self.conditions = list(conditions or CONDITIONS)
+        bad = [c for c in self.conditions if c not in CONDITIONS]
+        if bad:
+            raise ConfigError(f"protocol.conditions: unknown {bad}; choose from {list(CONDITIONS)}")
+        if no_face not in ("low", "exclude"):
+            raise ConfigError(f"protocol.no_face must be 'low' or 'exclude', got {no_face!r}")
+        self.pairs_file = pairs_file
+        self.generate_if_missing = generate_if_missing
+        self.no_face = no_face
+        self.no_face_score = no_face_score
+        self.folds = max(2, folds)
+        self.max_pairs = max_pairs
+        self.fars = tuple(fars or (1e-3, 1e-2))
+
+    # -- which pairs ------------------------------------------------------------------
+    def pairs(self, cfg: DictConfig) -> tuple[list[VerificationPair], str]:
+        """The pairs and where they came from (a pairs.txt path, or 'generated')."""
+        root = OmegaConf.select(cfg, "dataset.root", default=None, throw_on_missing=False)
+        root = None if root in (None, "", "???") else str(root)
+        if self.pairs_file:
+            path = Path(self.pairs_file).expanduser()
+            if not path.is_file():
+                raise DatasetError(f"protocol.pairs_file {path} does not exist; point it at LFW's pairs.txt")
+            return parse_pairs(path, require_dir(root, LFW_LAYOUT)), str(path)
+        looked = []
+        if root:
+            for candidate in (Path(root).expanduser() / ".." / "pairs.txt", Path(root).expanduser() / "pairs.txt"):
+                looked.append(str(candidate.resolve()))
+                if candidate.is_file():
+                    return parse_pairs(candidate, require_dir(root, LFW_LAYOUT)), str(candidate.resolve())
+        if not self.generate_if_missing:
+            require_dir(root, LFW_LAYOUT)  # no root at all: say how to set it
+            where = f" (looked at {', '.join(looked)})" if looked else " (no dataset.root set)"
+            raise DatasetError(f"no LFW pairs.txt found{where}; set protocol.pairs_file=/path/to/pairs.txt, "
+                               "or protocol.generate_if_missing=true to draw pairs from the dataset")
+        data = instantiate_checked(cfg.dataset, "dataset").load()
+        return generate_pairs(data, self.folds, self.max_pairs, cfg.seed), "generated"
+
+    # -- embeddings per condition -----------------------------------------------------
+    def embeddings(self, pipeline: EvaluationPipeline, paths: list[str], condition: str,
+                   progress: bool = False) -> dict[str, np.ndarray | None]:
+        if condition == "original":
+            return pipeline.embed_paths(paths)[0]
+        out: dict[str, np.ndarray | None] = {}
+        chunks = [paths[i : i + pipeline.batch_size] for i in range(0, len(paths), pipeline.batch_size)]
+        if progress:
+            from tqdm import tqdm
+
+            chunks = tqdm(chunks, desc="frontalize pairs", unit="batch")
+        for chunk in chunks:
+            images = {}
+            for p in chunk:
+                try:
+                    images[p] = read_image(p)
+                except BadImageError:
+                    out[p] = None
+            staged = pipeline.frontalize_enhance(list(images.values()))
+            made = [(p, img) for p, (img, _) in zip(images, staged, strict=True) if img is not None]
+            out.update({p: None for p, (img, _) in zip(images, staged, strict=True) if img is None})
+            for (p, _), r in zip(made, pipeline.embed_many([img for _, img in made]), strict=True):
+                out[p] = r.embedding
+        return out
+
+    def run(self, cfg: DictConfig) -> RunResult:
+        from frontal_exp.protocols.frontalization import build_pipeline, describe
+
+        pairs, source = self.pairs(cfg)
+        pipeline = build_pipeline(cfg)
+        paths = sorted({p for pair in pairs for p in (pair.path_a, pair.path_b)})
+        log.info("verification: %d pairs (%s), %d images", len(pairs), source, len(paths))
+        labels = np.array([p.same for p in pairs], dtype=bool)
+        folds = np.array([p.fold for p in pairs])
+        params = {**describe(cfg, pipeline), "pairs": source, "no_face": self.no_face}
+        metrics: dict[str, float] = {"n_pairs": len(pairs), "n_same": int(labels.sum()),
+                                     "n_different": int((~labels).sum()), "n_images": len(paths)}
+        rows, fold_rows = [], []
+        pair_table = pd.DataFrame({"fold": folds, "same": labels, "path_a": [p.path_a for p in pairs],
+                                   "path_b": [p.path_b for p in pairs]})
+        curves = {}
+        for cond in self.conditions:
+            emb = self.embeddings(pipeline, paths, cond, cfg.eval.progress)
+            raw = np.array([np.dot(emb[p.path_a], emb[p.path_b]) if emb.get(p.path_a) is not None
+                            and emb.get(p.path_b) is not None else np.nan for p in pairs], dtype=np.float64)
+            missing = np.isnan(raw)
+            pair_table[f"score_{cond}"] = raw
+            if self.no_face == "low":
+                keep = np.ones_like(missing)
+                scores = np.where(missing, self.no_face_score, raw)
+            else:
+                keep = ~missing
+                scores = raw
+            m = verification_metrics(scores[keep], labels[keep], folds[keep], self.fars)
+            m.update({"n_pairs": len(pairs), "n_no_face": int(missing.sum()), "n_scored": int(keep.sum()),
+                      "no_face_images": sum(emb.get(p) is None for p in paths)})
+            metrics.update({f"{cond}.{k}": float(v) for k, v in m.items()})
+            rows.append({"condition": cond, **m})
+            kf = kfold_accuracy(scores[keep], labels[keep], folds[keep])
+            fold_rows += [{"condition": cond, "fold": i, "threshold": t, "accuracy": a}
+                          for i, (t, a) in enumerate(zip(kf.thresholds, kf.accuracies, strict=True))]
+            curves[cond] = (scores[keep], labels[keep])
+        result = RunResult(metrics=metrics, params=params,
+                           tables={"verification": pd.DataFrame(rows), "verification_folds": pd.DataFrame(fold_rows),
+                                   "verification_pairs": pair_table})
+        if cfg.tracking.log_images:
+            title = f"{params['model']}+{params['enhancer']} | {params['embedder']} | {params['dataset']}"
+            result.figures["roc"] = roc_figure(curves, title)
+            result.figures["score_hist"] = score_histograms(curves, title)
+        return result
+
+
+def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> np.ndarray:
+    """ROC curves (TAR against FAR on a log axis) of each condition."""
+    from frontal_exp.figures import new_plot, plot_to_bgr
+
+    fig, axes = new_plot(1, 1, size=(6.0, 4.5))
+    ax = axes[0][0]
+    for cond, (scores, labels) in curves.items():
+        if labels.any() and (~labels).any():
+            far, tar, _ = roc_curve(scores, labels)
+            auc = verification_metrics(scores, labels, np.zeros_like(labels, dtype=int))["auc"]
+            # FAR = 0 has no place on a log axis: draw it at half the smallest resolvable FAR
+            floor = 0.5 / max(1, int((~labels).sum()))
+            ax.step(np.maximum(far, floor), tar, where="post", label=f"{cond} (AUC {auc:.4f})")
+    for f in (1e-3, 1e-2):
+        ax.axvline(f, color="grey", lw=0.5, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("FAR (different-person pairs accepted)")
+    ax.set_ylabel("TAR (same-person pairs accepted)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return plot_to_bgr(fig)
+
+
+def score_histograms(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> np.ndarray:
+    """Same-person vs different-person score histograms, one panel per condition."""
+    from frontal_exp.figures import new_plot, plot_to_bgr
+
+    fig, axes = new_plot(1, len(curves), size=(5.0, 3.8))
+    bins = np.linspace(-1.0, 1.0, 81)
+    for ax, (cond, (scores, labels)) in zip(axes[0], curves.items(), strict=True):
+        ax.hist(scores[labels], bins=bins, alpha=0.5, label=f"same person (N={int(labels.sum())})", color="C2")
+        ax.hist(scores[~labels], bins=bins, alpha=0.5, label=f"different (N={int((~labels).sum())})", color="C3")
+        ax.set_title(cond, fontsize=9)
+        ax.set_xlabel("cosine similarity")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return plot_to_bgr(fig)

@@ -1,0 +1,167 @@
+"""Robustness, verification and the frontalization analyses (by_pose, identification) run on
+the demo set, on a small real tree and on ../shared/data/real_faces (when present); their
+metrics, tables and figures land in MLflow."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from frontal_exp.config import instantiate_checked
+from frontal_exp.errors import ConfigError, DatasetError
+from frontal_exp.evaluation import evaluate
+from frontal_exp.images import write_image
+from frontal_exp.tracking.mlflow_logger import default_sqlite_uri
+from tests.test_end_to_end import artifact_paths
+
+FAST = ["eval.bootstrap=100", "eval.grid_samples=3", "device=cpu"]
+
+
+def shared_cache(tmp_path_factory) -> str:
+    """A cache folder for the whole test session: the demo set is built once (see test_report)."""
+    return f"cache_dir={tmp_path_factory.getbasetemp() / 'shared_cache'}"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """One output root for the module: caches and the MLflow database are shared."""
+    return tmp_path_factory.mktemp("protocols")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    return shared_cache(tmp_path_factory)
+
+
+def logged(root: Path, run_id: str) -> tuple[dict[str, float], set[str]]:
+    client = MlflowClient(default_sqlite_uri(root))
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    return run.data.metrics, artifact_paths(client, run_id)
+
+
+# -- demo data, logged ---------------------------------------------------------------------
+def test_robustness_on_demo_is_logged(make_cfg, root, cache):
+    result = evaluate(make_cfg("protocol=robustness", "protocol.max_pairs=30", cache, *FAST, output_root=root))
+    m = result.metrics
+    assert m["angle_vs_gt_n"] == 30 and m["angle_vs_angle_n"] == 30 and m["impostor_n"] == 30
+    assert m["gt_vs_gt_n"] == 0 and np.isnan(m["gt_vs_gt"])  # one frontal photo per demo person
+    assert m["no_face_images"] == 0
+    # same person (synthetic views of real faces) far above different people
+    assert m["angle_vs_gt"] > 0.5 and m["angle_vs_angle"] > 0.5 and abs(m["impostor"]) < 0.15
+    assert result.tables["robustness"].pair_kind.tolist() == ["angle_vs_gt", "angle_vs_angle", "gt_vs_gt", "impostor"]
+    metrics, arts = logged(root, result.run_id)
+    assert metrics["angle_vs_gt"] == pytest.approx(m["angle_vs_gt"])
+    assert {"figures/robustness_hist.png", "tables/robustness.json", "tables/pairs.json"} <= arts
+
+
+def test_verification_on_demo_is_logged(make_cfg, root, cache):
+    result = evaluate(make_cfg("protocol=verification", "protocol.max_pairs=40", cache, *FAST,
+                               output_root=root))
+    m = result.metrics
+    assert result.params["pairs"] == "generated"
+    assert m["n_pairs"] == 40 and m["n_same"] == 20 and m["n_different"] == 20
+    for cond in ("original", "frontalized"):
+        assert m[f"{cond}.n_scored"] == 40 and m[f"{cond}.n_folds"] == 10
+        assert 0 <= m[f"{cond}.tar_far_0.001"] <= m[f"{cond}.tar_far_0.01"] <= 1
+    assert m["original.acc_mean"] > 0.9 and m["original.auc"] > 0.95
+    metrics, arts = logged(root, result.run_id)
+    assert metrics["frontalized.auc"] == pytest.approx(m["frontalized.auc"])
+    assert {"figures/roc.png", "figures/score_hist.png", "tables/verification.json",
+            "tables/verification_folds.json", "tables/verification_pairs.json"} <= arts
+
+
+def test_frontalization_analyses_on_demo_are_logged(make_cfg, root, cache):
+    cfg = make_cfg("protocol.analyses=[by_pose,identification]", "dataset.limit=12", cache, *FAST,
+                   output_root=root)
+    result = evaluate(cfg)
+    m = result.metrics
+    by_yaw = result.tables["by_yaw"]
+    assert by_yaw.n.sum() == m["n"]  # every paired item lands in one bin
+    # demo yaws are +-20 and +-40: bins 20-30 and 30-45 only
+    assert set(by_yaw[by_yaw.n > 0].bin) <= {"20-30", "30-45"}
+    weighted = (by_yaw.net_gain.fillna(0) * by_yaw.n).sum() / by_yaw.n.sum()
+    assert weighted == pytest.approx(m["net_gain"])
+    assert m["gallery_size"] >= 3 and m["n_identify"] == m["n"]
+    assert m["rank1_angle"] >= 0.8 and m["rank5_frontal"] >= m["rank1_frontal"]
+    ident = result.tables["identification"]
+    assert ((ident.rank_frontal == 1) == (ident.top1_frontal == ident.identity)).all()
+    metrics, arts = logged(root, result.run_id)
+    assert "rank1_frontal" in metrics and "net_gain_yaw_30-45" in metrics
+    assert {"figures/by_pose.png", "figures/identification.png", "tables/by_yaw.json",
+            "tables/by_pitch.json", "tables/identification.json"} <= arts
+
+
+def test_unknown_analysis_fails_when_the_protocol_is_built(make_cfg):
+    cfg = make_cfg("protocol.analyses=[by_yaw]")
+    with pytest.raises(ConfigError, match="by_pose"):
+        instantiate_checked(cfg.protocol, "protocol")
+
+
+# -- a small real tree -----------------------------------------------------------------------
+TREE = ["dataset=folder", "dataset.gt=pattern", "tracking.enabled=false"]
+
+
+def test_protocols_on_a_small_real_tree(make_cfg, identity_tree, root):
+    tree = [*TREE, f"dataset.root={identity_tree}", *FAST]
+    rob = evaluate(make_cfg("protocol=robustness", *tree, output_root=root)).metrics
+    assert rob["angle_vs_gt_n"] == 6 and rob["angle_vs_angle_n"] == 3 and rob["gt_vs_gt_n"] == 0
+    assert rob["angle_vs_gt"] > 0.6 > 0.2 > rob["impostor"]
+    ver = evaluate(make_cfg("protocol=verification", "protocol.folds=3", *tree, output_root=root)).metrics
+    assert ver["n_same"] == 9 and ver["original.n_no_face"] == 0 and ver["original.auc"] > 0.9
+    result = evaluate(make_cfg("protocol.analyses=[by_pose,identification]", "model=identity", *tree,
+                               output_root=root))
+    m = result.metrics
+    assert m["rank1_angle"] == m["rank1_frontal"] == 1.0  # identity model: the same faces
+    assert result.tables["by_yaw"].n.sum() == m["n"] == 6
+
+
+def test_verification_with_pairs_txt_counts_pairs_without_faces(make_cfg, identity_tree, tmp_path):
+    """An LFW-shaped tree with pairs.txt next to it; one image has no face."""
+    lfw = tmp_path / "lfw"
+    for person in ("astronaut", "grace_hopper", "yao_ming"):
+        (lfw / person).mkdir(parents=True)
+        for k, name in enumerate(("frontal.png", "flip.jpg", "small.jpg"), start=1):
+            shutil.copy(identity_tree / person / name, lfw / person / f"{person}_{k:04d}.jpg")
+    write_image(lfw / "yao_ming" / "yao_ming_0004.jpg", np.full((120, 120, 3), 128, np.uint8))
+    (tmp_path / "pairs.txt").write_text(
+        "2\t2\n"
+        "astronaut\t1\t2\nyao_ming\t1\t4\nastronaut\t1\tyao_ming\t2\ngrace_hopper\t1\tyao_ming\t4\n"
+        "grace_hopper\t1\t3\nyao_ming\t2\t3\ngrace_hopper\t2\tastronaut\t3\nyao_ming\t1\tastronaut\t2\n")
+    base = ["dataset=lfw", f"dataset.root={lfw}", "protocol=verification", "protocol.generate_if_missing=false",
+            "protocol.conditions=[original]", "tracking.enabled=false", *FAST]
+    low = evaluate(make_cfg(*base)).metrics
+    assert low["n_pairs"] == 8 and low["original.n_no_face"] == 2 and low["original.n_scored"] == 8
+    excl = evaluate(make_cfg(*base, "protocol.no_face=exclude")).metrics
+    assert excl["original.n_no_face"] == 2 and excl["original.n_scored"] == 6
+    assert excl["original.auc"] == 1.0 and excl["original.no_face_images"] == 1
+
+
+def test_lfw_recipe_without_pairs_txt_fails_clearly(make_cfg, identity_tree):
+    cfg = make_cfg("experiment=lfw_verification", f"dataset.root={identity_tree}", "tracking.enabled=false")
+    with pytest.raises(DatasetError, match="pairs.txt"):
+        evaluate(cfg)
+    cfg = make_cfg("experiment=lfw_verification", "dataset.root=null", "tracking.enabled=false")
+    with pytest.raises(DatasetError, match="dataset.root="):
+        evaluate(cfg)
+
+
+# -- ../shared/data/real_faces (skipped when absent) ------------------------------------------
+def test_protocols_on_real_faces(make_cfg, real_faces, root):
+    # GT: the most frontal photo of each person by estimated pose (the folder default)
+    real = ["dataset=folder", "tracking.enabled=false", f"dataset.root={real_faces}", *FAST]
+    rob = evaluate(make_cfg("protocol=robustness", "protocol.max_pairs=40", *real, output_root=root)).metrics
+    assert rob["angle_vs_gt_n"] >= 30 and rob["no_face_images"] <= 2
+    assert rob["angle_vs_gt"] > 0.4 > 0.15 > rob["impostor"]
+    ver = evaluate(make_cfg("protocol=verification", "protocol.max_pairs=60", "protocol.conditions=[original]",
+                            *real, output_root=root)).metrics
+    assert ver["original.acc_mean"] > 0.85 and ver["original.auc"] > 0.9
+    result = evaluate(make_cfg("protocol.analyses=[by_pose,identification]", "dataset.limit=10", *real,
+                               output_root=root))
+    m = result.metrics
+    assert m["n_identify"] >= 8 and m["rank5_angle"] >= 0.8
+    assert result.tables["by_yaw"].n.sum() == m["n"]
