@@ -22,7 +22,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from frontal_exp.errors import ConfigError, FrontalExpError, MissingWeightsError
+from frontal_exp.errors import ConfigError, FrontalExpError
 
 GROUPS = ("dataset", "embedder", "model", "enhancer", "protocol")
 
@@ -196,17 +196,10 @@ def _registry_refs(node: Any, models_dir: str | None = None) -> list[tuple[str, 
 
 def _check_registry_files(node: Any) -> None:
     """Name every missing file of an option at once (not one per attempt)."""
-    from pathlib import Path
-
     from frontal_exp import weights
 
-    missing = []
-    root = None
+    by_dir: dict[str | None, list[str]] = {}
     for relpath, models_dir in _registry_refs(node):
-        try:
-            weights.resolve(relpath, models_dir)
-        except MissingWeightsError:
-            missing.append(weights.REGISTRY[relpath])
-            root = Path(models_dir).expanduser() if models_dir else weights.default_models_dir()
-    if missing:
-        raise MissingWeightsError(weights.missing_message(list(dict.fromkeys(missing)), root))
+        by_dir.setdefault(models_dir, []).append(relpath)
+    for models_dir, relpaths in by_dir.items():
+        weights.resolve_all(relpaths, models_dir)

@@ -133,6 +133,21 @@ def resolve(relpath: str, models_dir: str | os.PathLike | None = None) -> Path:
     raise MissingWeightsError(missing_message([entry], root))
 
 
+def resolve_all(relpaths: list[str], models_dir: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Paths of several registered files; one `MissingWeightsError` naming every missing one."""
+    found: dict[str, Path] = {}
+    missing: list[WeightFile] = []
+    for rel in dict.fromkeys(relpaths):
+        try:
+            found[rel] = resolve(rel, models_dir)
+        except MissingWeightsError:
+            missing.append(REGISTRY[rel])
+    if missing:
+        root = Path(models_dir).expanduser() if models_dir else default_models_dir()
+        raise MissingWeightsError(missing_message(missing, root))
+    return found
+
+
 def missing_message(entries: list[WeightFile], root: Path) -> str:
     lines = [f"Missing model file(s) under {root}:"]
     for e in entries:

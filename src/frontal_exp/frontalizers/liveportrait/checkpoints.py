@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from frontal_exp import weights
-from frontal_exp.errors import MissingWeightsError
 
 from .modules import LivePortraitNetworks, build_networks
 
@@ -39,17 +38,7 @@ _DDP_PREFIX = "module."
 
 def resolve_all(models_dir: str | os.PathLike | None) -> dict[str, Path]:
     """Paths of the five files; one `MissingWeightsError` naming every missing file and its URL."""
-    found: dict[str, Path] = {}
-    missing = []
-    for rel in ALL_FILES:
-        try:
-            found[rel] = weights.resolve(rel, models_dir)
-        except MissingWeightsError:
-            missing.append(weights.REGISTRY[rel])
-    if missing:
-        root = Path(models_dir).expanduser() if models_dir else weights.default_models_dir()
-        raise MissingWeightsError(weights.missing_message(missing, root))
-    return found
+    return weights.resolve_all(ALL_FILES, models_dir)
 
 
 def _strip_ddp(state: dict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
