@@ -94,20 +94,10 @@ class FolderDataset(Dataset):
 
 
 class LfwDataset(FolderDataset):
-    """Labeled Faces in the Wild (`lfw/Name/Name_NNNN.jpg`): people with at least 2 photos."""
+    """Labeled Faces in the Wild (`lfw/Name/Name_NNNN.jpg`): people with at least 2 photos.
+
+    Same options as `FolderDataset`; `gt=first` takes `Name_0001`.
+    """
 
     name = "lfw"
     layout = LFW_LAYOUT
-
-    def __init__(
-        self,
-        root: str | None = None,
-        gt: str = "pose",
-        min_images: int = 2,
-        estimate_pose: bool = False,
-        cache_dir: str | None = None,
-        limit: int | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(root=root, gt=gt, gt_pattern="*_0001.*", min_images=min_images,
-                         estimate_pose=estimate_pose, cache_dir=cache_dir, limit=limit, seed=seed)
