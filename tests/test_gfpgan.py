@@ -203,3 +203,21 @@ def test_config_options_instantiate(make_cfg, gfpgan_models):
     face = instantiate_checked(make_cfg("enhancer=gfpgan_face", f"models_dir={gfpgan_models}").enhancer,
                                "enhancer")
     assert face.paste_back is False and face.version == "1.4"
+
+
+def test_gfpgan_runs_inside_an_evaluation(make_cfg, gfpgan_models, tmp_path):
+    """The enhancer in a real run: logged with the device it used, every item accounted for."""
+    from mlflow import MlflowClient
+
+    from frontal_exp.evaluation import evaluate
+    from frontal_exp.tracking.mlflow_logger import default_sqlite_uri
+
+    cfg = make_cfg("enhancer=gfpgan", "enhancer.face_detector=scrfd500m", "model=identity",
+                   "dataset.limit=1", "eval.bootstrap=20", f"models_dir={gfpgan_models}", "device=cpu",
+                   output_root=tmp_path / "o")
+    result = evaluate(cfg)
+    assert result.params["enhancer"] == "gfpgan" and result.params["enhancer_device"] == "cpu"
+    m = result.metrics
+    assert m["n_items"] == 1 and m["n"] + m["not_paired"] == 1 and m["enhance_failed"] == 0
+    run = MlflowClient(default_sqlite_uri(tmp_path / "o")).get_run(result.run_id)
+    assert run.data.params["run.enhancer_device"] == "cpu"

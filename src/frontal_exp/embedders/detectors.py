@@ -95,7 +95,9 @@ class RetinaFaceDetector(Detector):
         self.model_path = resolve_model(model, models_dir)
         self.det_thresh = det_thresh
         self.max_side = max_side
-        self.device = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+        from frontal_exp.devices import torch_device
+
+        self.device = torch.device(torch_device(device))
         net = RetinaFace(network_name="resnet50", half=False, phase="test", device=self.device)
         state = torch.load(self.model_path, map_location="cpu", weights_only=True)
         # checkpoints saved from DataParallel carry a "module." prefix

@@ -11,11 +11,12 @@ import cv2
 import numpy as np
 
 from frontal_exp import weights
+from frontal_exp.devices import torch_device
 from frontal_exp.embedders.align import similarity_transform
 from frontal_exp.embedders.base import Detector
 from frontal_exp.enhancers.base import Enhancer
 from frontal_exp.enhancers.match_crop import FACE_DETECTORS, build_detector, detect_faces
-from frontal_exp.errors import ConfigError, MissingWeightsError
+from frontal_exp.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -40,19 +41,6 @@ DETECTION_WEIGHTS = "facexlib/detection_Resnet50_Final.pth"
 PARSING_WEIGHTS = "facexlib/parsing_parsenet.pth"
 
 
-def pick_device(device: str) -> str:
-    """auto -> cuda when torch sees a GPU, else cpu; cuda without a GPU is a config error."""
-    import torch
-
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda, not {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but torch sees no CUDA GPU; use device=auto or cpu")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def build_gfpgan_net(channel_multiplier: int = 2) -> torch.nn.Module:
     """The GFPGANv1Clean network with the hyper-parameters of the official v1.3 / v1.4 files."""
     from frontal_exp.compat import ensure_basicsr_importable
@@ -65,20 +53,6 @@ def build_gfpgan_net(channel_multiplier: int = 2) -> torch.nn.Module:
         decoder_load_path=None, fix_decoder=False, num_mlp=8, input_is_latent=True,
         different_w=True, narrow=1, sft_half=True,
     )
-
-
-def resolve_all(relpaths: list[str], models_dir: str | None) -> dict[str, Path]:
-    """Registry files by relpath; one MissingWeightsError listing every missing file."""
-    found, missing = {}, []
-    for rel in relpaths:
-        try:
-            found[rel] = weights.resolve(rel, models_dir)
-        except MissingWeightsError:
-            missing.append(weights.REGISTRY[rel])
-    if missing:
-        root = Path(models_dir).expanduser() if models_dir else weights.default_models_dir()
-        raise MissingWeightsError(weights.missing_message(missing, root))
-    return found
 
 
 def _load_state(path: Path) -> dict:
@@ -155,12 +129,12 @@ class GFPGANEnhancer(Enhancer):
         self.parse_mask = parse_mask
         self.batch_size = batch_size
         self.models_dir = models_dir
-        self.device_used = pick_device(device)
+        self.device_used = torch_device(device)
         # resolve every file now, so a missing one fails the run before any image is read
         needed = [CHECKPOINTS[self.version]]
         needed += [PARSING_WEIGHTS] if paste_back and parse_mask else []
         needed += [DETECTION_WEIGHTS] if face_detector == "retinaface" else []
-        paths = resolve_all(needed, models_dir)
+        paths = weights.resolve_all(needed, models_dir)
         self._model_path = paths[CHECKPOINTS[self.version]]
         self._parsing_path = paths.get(PARSING_WEIGHTS)
         self._net = None

@@ -98,14 +98,29 @@ def build_pipeline(cfg: DictConfig) -> EvaluationPipeline:
     )
 
 
+def device_of(component: object) -> str:
+    """Where a component actually runs (for the run's params): cuda, cpu, or an ONNX provider."""
+    for attr in ("device_used", "device"):
+        value = getattr(component, attr, None)
+        if value is not None and not callable(value):
+            return str(value)
+    session = getattr(getattr(component, "_model", None), "session", None)
+    if session is not None:
+        return session.get_providers()[0].replace("ExecutionProvider", "").lower()
+    return "cpu"
+
+
 def describe(cfg: DictConfig, pipeline: EvaluationPipeline) -> dict[str, str]:
-    """Short names of what ran, for tables and run names."""
+    """Short names of what ran, and on which device, for tables, run names and params."""
     return {
         "dataset": str(cfg.dataset._target_).rsplit(".", 1)[-1],
         "model": pipeline.frontalizer.name,
         "enhancer": pipeline.enhancer.name,
         "embedder": pipeline.embedder.name,
         "device": str(cfg.device),
+        "model_device": device_of(pipeline.frontalizer),
+        "enhancer_device": device_of(pipeline.enhancer),
+        "embedder_device": device_of(pipeline.embedder.recognizer),
     }
 
 

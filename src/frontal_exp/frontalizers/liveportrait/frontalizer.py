@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from frontal_exp.devices import torch_device
 from frontal_exp.errors import ConfigError
 from frontal_exp.frontalizers.base import Frontalizer
 
@@ -32,12 +33,6 @@ class Motion:
     driving_yaw: torch.Tensor
     driving_roll: torch.Tensor
     driving_rotation: torch.Tensor  # (B, 3, 3)
-
-
-def _pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class LivePortraitFrontalizer(Frontalizer):
@@ -91,7 +86,7 @@ class LivePortraitFrontalizer(Frontalizer):
         self.det_thresh = det_thresh
         self.batch_size = batch_size
         # private: not part of the cache key (they do not change the output)
-        self._device = _pick_device(device)
+        self._device = torch.device(torch_device(device))
         if fp16 and self._device.type != "cuda":
             log.warning("liveportrait: fp16 needs CUDA; running in float32 on %s", self._device)
         # fail before any image is processed when a file is missing
