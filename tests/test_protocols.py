@@ -113,11 +113,12 @@ def test_protocols_on_a_small_real_tree(make_cfg, identity_tree, root):
     assert rob["angle_vs_gt"] > 0.6 > 0.2 > rob["impostor"]
     ver = evaluate(make_cfg("protocol=verification", "protocol.folds=3", *tree, output_root=root)).metrics
     assert ver["n_same"] == 9 and ver["original.n_no_face"] == 0 and ver["original.auc"] > 0.9
-    result = evaluate(make_cfg("protocol.analyses=[by_pose,identification]", "model=identity", *tree,
-                               output_root=root))
+    result = evaluate(make_cfg("protocol.analyses=[by_pose,identification]", "protocol.pose_bins=[0,45,90]",
+                               "model=identity", *tree, output_root=root))
     m = result.metrics
     assert m["rank1_angle"] == m["rank1_frontal"] == 1.0  # identity model: the same faces
-    assert result.tables["by_yaw"].n.sum() == m["n"] == 6
+    by_yaw = result.tables["by_yaw"]
+    assert by_yaw.n.sum() == m["n"] == 6 and by_yaw.bin.tolist()[:2] == ["0-45", "45-90"]
 
 
 def test_verification_with_pairs_txt_counts_pairs_without_faces(make_cfg, identity_tree, tmp_path):

@@ -22,7 +22,8 @@ FAST = ["eval.bootstrap=100", "eval.grid_samples=2", "device=cpu", "dataset.limi
 
 @pytest.fixture(scope="module")
 def logged_runs(tmp_path_factory) -> tuple[Path, dict[str, object]]:
-    """A small 'sweep' logged in-process: three frontalization configs (one run twice),
+    """A small "sweep" logged in-process: three frontalization configs (one run twice; the
+    by_pose and identification analyses are on by default),
     robustness and verification, all on the demo set."""
     from tests.conftest import compose_config
 
@@ -33,7 +34,7 @@ def logged_runs(tmp_path_factory) -> tuple[Path, dict[str, object]]:
         "base_old": ["model=identity", "enhancer=none"],
         "base": ["model=identity", "enhancer=none"],
         "sharp": ["model=identity", "enhancer=sharp"],
-        "mesh3d": ["model=mesh3d", "enhancer=none", "protocol.analyses=[by_pose,identification]"],
+        "mesh3d": ["model=mesh3d", "enhancer=none"],
         "robustness": ["protocol=robustness", "protocol.max_pairs=20"],
         "verification": ["protocol=verification", "protocol.max_pairs=40", "model=mesh3d"],
     }.items():
@@ -75,7 +76,7 @@ def test_report_reproduces_the_table_shapes(logged_runs, tmp_path):
     assert ver.AUC.iloc[0] == pytest.approx(results["verification"].metrics["original.auc"])
 
     by_yaw = pd.read_csv(out / "by_yaw.csv")
-    assert by_yaw.columns[0] == "|yaw| bin" and len(by_yaw.columns) == 2  # only mesh3d ran by_pose
+    assert by_yaw.columns[0] == "|yaw| bin" and len(by_yaw.columns) == 1 + 3  # one column per config
 
     figures = pd.read_csv(out / "figures.csv")
     assert {"triplets", "robustness_hist", "roc", "score_hist", "by_pose", "identification"} <= set(figures.Figure)
