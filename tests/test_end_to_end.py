@@ -100,7 +100,7 @@ def test_multirun_subprocess_logs_parent_and_children(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Sweep summary" in proc.stdout
     summary = proc.stdout.split("Sweep summary")[1]
-    assert "none" in summary and "sharp" in summary and "net_gain" in summary
+    assert "enhancer=none" in summary and "enhancer=sharp" in summary and "net_gain" in summary
     check_sweep(out_root, 2)
 
 

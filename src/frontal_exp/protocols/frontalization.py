@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from frontal_exp.config import instantiate_checked
 from frontal_exp.data.base import LoadedDataset, Skip
@@ -110,10 +110,21 @@ def device_of(component: object) -> str:
     return "cpu"
 
 
+def dataset_label(cfg: DictConfig) -> str:
+    """A short dataset name for tables: the loader's name, and the root folder's when it has one."""
+    from pathlib import Path
+
+    from hydra.utils import get_object
+
+    name = getattr(get_object(cfg.dataset._target_), "name", "dataset")
+    root = OmegaConf.select(cfg, "dataset.root", default=None, throw_on_missing=False)
+    return f"{name}:{Path(str(root)).name}" if root and name in ("folder",) else name
+
+
 def describe(cfg: DictConfig, pipeline: EvaluationPipeline) -> dict[str, str]:
     """Short names of what ran, and on which device, for tables, run names and params."""
     return {
-        "dataset": str(cfg.dataset._target_).rsplit(".", 1)[-1],
+        "dataset": dataset_label(cfg),
         "model": pipeline.frontalizer.name,
         "enhancer": pipeline.enhancer.name,
         "embedder": pipeline.embedder.name,

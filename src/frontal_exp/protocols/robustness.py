@@ -21,6 +21,7 @@ from frontal_exp.data.base import LoadedDataset
 from frontal_exp.metrics.stats import bootstrap_ci
 from frontal_exp.pipeline import EvaluationPipeline
 from frontal_exp.protocols.base import Protocol, RunResult
+from frontal_exp.protocols.frontalization import dataset_label
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class RobustnessProtocol(Protocol):
                           else None} for a, b in pairs[kind]]
         # the gap the study's Angled-vs-GT numbers should be read against
         metrics["margin_angle_vs_gt"] = metrics["angle_vs_gt"] - metrics["impostor"]
-        params = {"dataset": str(cfg.dataset._target_).rsplit(".", 1)[-1], "embedder": pipeline.embedder.name,
+        params = {"dataset": dataset_label(cfg), "embedder": pipeline.embedder.name,
                   "device": str(cfg.device), "max_pairs": str(self.max_pairs)}
         result = RunResult(metrics=metrics, params=params,
                            tables={"robustness": pd.DataFrame(rows), "pairs": pd.DataFrame(per_pair)})

@@ -32,14 +32,29 @@ def collect_sweep(sweep_dir: Path) -> pd.DataFrame:
     rows = []
     for path in sorted(sweep_dir.glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
         data = json.loads(path.read_text())
-        rows.append({"job": path.parent.name, **data["params"], **data["metrics"]})
+        rows.append({"job": path.parent.name, "overrides": _job_overrides(path.parent),
+                     **data["params"], **data["metrics"]})
+    # show what the sweep varied, not what every job shares
+    common = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
+    for r in rows:
+        r["overrides"] = " ".join(o for o in r["overrides"] if o not in common)
     return pd.DataFrame(rows)
+
+
+def _job_overrides(job_dir: Path) -> list[str]:
+    """The command-line overrides of one job (what the sweep varied), from Hydra's record."""
+    import yaml
+
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    return list(yaml.safe_load(path.read_text()) or [])
 
 
 def format_summary(df: pd.DataFrame) -> str:
     if df.empty:
         return "(no finished jobs)"
-    cols = ["job", *[c for c in SUMMARY_COLUMNS if c in df.columns]]
+    cols = ["job", "overrides", *[c for c in SUMMARY_COLUMNS if c in df.columns]]
     return df[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}")
 
 
