@@ -15,18 +15,27 @@ from frontal_exp.errors import ConfigError, DatasetError
 
 
 def rotation_from_angles(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """Inverse of angles_from_rotation: the matrix as BIWI stores it (row-wise, transposed)."""
-    y, p, r = (math.radians(v) for v in (-yaw, pitch, -roll))
+    """Inverse of angles_from_rotation: the head rotation R = Rz(-roll) Ry(yaw) Rx(pitch)."""
+    y, p, r = (math.radians(v) for v in (yaw, pitch, -roll))
     rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
     ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
     rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
-    return (rz @ ry @ rx).T
+    return rz @ ry @ rx
 
 
 @pytest.mark.parametrize("angles", [(0, 0, 0), (30, 0, 0), (-45, 10, 5), (20, -30, -10)])
 def test_angles_from_rotation_round_trip(angles):
     got = angles_from_rotation(rotation_from_angles(*angles))
     assert got == pytest.approx(angles, abs=1e-6)
+
+
+def test_yaw_sign_follows_the_project_convention():
+    """BIWI yaw is the literature's reading with the sign flipped (project: nose to the image's
+    right is positive)."""
+    r = rotation_from_angles(30, 0, 0)
+    # the literature's reading of this matrix (Hopenet / FSA-Net) gives the opposite sign
+    lit_yaw = -math.degrees(math.atan2(-r[2, 0], math.hypot(r[2, 1], r[2, 2])))
+    assert angles_from_rotation(r)[0] == pytest.approx(-lit_yaw)
 
 
 def write_biwi(root: Path, frames: dict[str, list[tuple[int, float, float]]], rgb_cal: bool = False) -> None:
@@ -36,7 +45,7 @@ def write_biwi(root: Path, frames: dict[str, list[tuple[int, float, float]]], rg
         d.mkdir(parents=True)
         for number, yaw, pitch in poses:
             cv2.imwrite(str(d / f"frame_{number:05d}_rgb.png"), img)
-            rot = rotation_from_angles(yaw, pitch, 0)
+            rot = rotation_from_angles(yaw, pitch, 0).T  # BIWI writes the matrix transposed
             text = "\n".join(" ".join(f"{v:.6f}" for v in row) for row in rot) + "\n\n12.0 -30.5 950.1\n"
             (d / f"frame_{number:05d}_pose.txt").write_text(text)
         if rgb_cal:
@@ -127,4 +136,20 @@ def test_folder_gt_by_pose_picks_the_frontal_photo(real_faces, tmp_path):
     data = FolderDataset(root=str(root), gt="pose", cache_dir=str(tmp_path / "cache")).load()
     assert data.items[0].gt_path.name == "lin-manuel-miranda.jpg"
     assert all(it.yaw is not None for it in data.items)
-    assert (tmp_path / "cache" / "poses.json").is_file()
+    assert len(list((tmp_path / "cache" / "poses").rglob("*.json"))) == 4
+
+
+def test_rgb_calibration_rotates_the_pose_into_the_rgb_camera(tmp_path):
+    write_biwi(tmp_path / "plain", {"01": [(0, 0.0, 0.0), (1, 30.0, 20.0)]})
+    write_biwi(tmp_path / "cal", {"01": [(0, 0.0, 0.0), (1, 30.0, 20.0)]})
+    delta = rotation_from_angles(5.0, 0, 0)  # the RGB camera turned 5 deg from the depth camera
+    rows = "\n".join(" ".join(f"{v:.8f}" for v in row) for row in delta)
+    (tmp_path / "cal" / "01" / "rgb.cal").write_text(
+        f"517.679 0 320\n0 517.679 240.5\n0 0 1\n\n0 0 0 0\n\n{rows}\n\n-24 5.8 -13.3\n\n640 480\n")
+    plain = BiwiDataset(root=str(tmp_path / "plain"), min_yaw=1).load().items[0]
+    cal = BiwiDataset(root=str(tmp_path / "cal"), min_yaw=1).load().items[0]
+    assert (plain.yaw, plain.pitch) == pytest.approx((30.0, 20.0), abs=1e-4)
+    # the head rotation is expressed in the RGB camera: R_rgb = R_cal @ R_head (order matters)
+    expected = angles_from_rotation(delta @ rotation_from_angles(30.0, 20.0, 0.0))
+    assert (cal.yaw, cal.pitch, cal.roll) == pytest.approx(expected, abs=1e-4)
+    assert (cal.yaw, cal.pitch) != pytest.approx(angles_from_rotation(rotation_from_angles(30, 20, 0) @ delta)[:2], abs=1e-2)

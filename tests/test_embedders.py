@@ -58,15 +58,20 @@ def test_package_photos_embed_and_batching_matches_single(package_photos, embedd
 
 
 def test_tight_aligned_crop_is_found_by_padding(package_photos, embedder):
+    """A large aligned crop whose face touches the borders is missed without padding; with
+    it the face is found and its keypoints map back onto the crop."""
+    import cv2
+
     image = read_image(package_photos["astronaut"])
     full = embedder.embed(image)
-    tight = embedder.align(image, full.face)  # a 112x112 face filling the image
+    tight = embedder.align(image, full.face)  # 112x112, the face filling the image
+    big = cv2.resize(tight, None, fx=8, fy=8, interpolation=cv2.INTER_CUBIC)  # 896x896
     no_pad = FaceEmbedder(embedder.detector, embedder.recognizer, pad=0.0)
-    tight_big = np.kron(tight, np.ones((1, 1, 1), np.uint8))
-    got = embedder.embed(tight_big)
-    assert got.ok and float(got.embedding @ full.embedding) > 0.9
-    assert not no_pad.embed(tight).ok or no_pad.embed(tight).ok  # either way padding never hurts
-    assert got.face.bbox[0] > -30 and got.face.bbox[2] < 112 + 30  # mapped back to crop coords
+    assert not no_pad.embed(big).ok
+    got = embedder.embed(big)
+    assert got.ok and float(got.embedding @ full.embedding) > 0.8
+    # the keypoints land near the ArcFace template, scaled to the crop: padding was undone
+    assert np.abs(got.face.kps - ARCFACE_TEMPLATE_112 * 8).max() < 0.1 * 896
 
 
 def test_no_face_is_reported(embedder):
@@ -164,9 +169,11 @@ def test_retinaface_checkpoint_loads_in_official_format(tmp_path, package_photos
     loaded = det._net.state_dict()
     for key in ("body.conv1.weight", "ClassHead.0.conv1x1.weight"):
         assert torch.equal(loaded[key], state[f"module.{key}"])
+    # with threshold 0 every anchor passes, so random weights still give boxes to check
     faces = det.detect(read_image(package_photos["astronaut"]))
+    assert faces
     for f in faces:
-        assert f.bbox.shape == (4,) and f.kps.shape == (5, 2)
+        assert f.bbox.shape == (4,) and f.kps.shape == (5, 2) and 0.0 <= f.det_score <= 1.0
 
 
 def test_recognizer_rejects_a_non_recognizer(tmp_path):

@@ -135,7 +135,8 @@ def test_paste_back_restores_only_the_face(scrfd_gfpgan, scrfd_result, astronaut
     # the astronaut's face sits in the top middle of the photo: all changes stay near it
     assert ys.min() >= 0 and ys.max() < 260 and xs.min() > 120 and xs.max() < 360
     assert changed.mean() < 0.25
-    assert out.min() >= 0 and out.max() <= 255 and out.std() > 10
+    # the restored region is an image, not a constant block
+    assert out[changed].std() > 10
 
 
 def test_deterministic_and_batched_like_single(scrfd_gfpgan, scrfd_result, astronaut):

@@ -9,14 +9,8 @@ import pytest
 
 from frontal_exp.data.base import Skip
 from frontal_exp.evaluation import summarize
-from frontal_exp.metrics.stats import bootstrap_ci, cosine, paired_comparison, wilcoxon_p
+from frontal_exp.metrics.stats import bootstrap_ci, paired_comparison, wilcoxon_p
 from frontal_exp.pipeline import ItemRecord
-
-
-def test_cosine_hand_values():
-    assert cosine(np.array([1.0, 0.0]), np.array([0.0, 2.0])) == pytest.approx(0.0)
-    assert cosine(np.array([1.0, 1.0]), np.array([2.0, 2.0])) == pytest.approx(1.0)
-    assert cosine(np.array([1.0, 0.0]), np.array([1.0, 1.0])) == pytest.approx(1 / math.sqrt(2))
 
 
 def test_paired_comparison_hand_values():
@@ -27,7 +21,9 @@ def test_paired_comparison_hand_values():
     assert c.mean_a == pytest.approx(0.5)
     assert c.mean_b == pytest.approx(0.6)
     assert c.mean_diff == pytest.approx(0.1)  # diffs 0.1, -0.1, 0.3, 0.1
-    assert c.win_rate == pytest.approx(0.75)
+    assert c.win_rate == pytest.approx(0.75) and c.tie_rate == 0.0
+    ties = paired_comparison(np.array([0.5, 0.5, 0.2]), np.array([0.5, 0.6, 0.1]), n_boot=10)
+    assert ties.win_rate == pytest.approx(1 / 3) and ties.tie_rate == pytest.approx(1 / 3)
     assert c.ci_low <= 0.1 <= c.ci_high
     # the bootstrap of a mean cannot leave the range of the data
     assert c.ci_low >= -0.1 and c.ci_high <= 0.3

@@ -32,7 +32,7 @@ def test_identity_model_has_net_gain_exactly_zero(identity_tree, embedder, tmp_p
     out = pipe.run(items_of(identity_tree))
     m = summarize(out.records, [], n_boot=100)
     assert m["n"] == m["n_items"] == 6
-    assert m["net_gain"] == 0.0 and m["win_rate"] == 0.0
+    assert m["net_gain"] == 0.0 and m["win_rate"] == 0.0 and m["tie_rate"] == 1.0
     # a flipped or rescaled photo of the same face is still close to it
     assert m["angle_to_gt"] > 0.6
     # the GT of each identity was embedded once, not once per item
@@ -65,7 +65,7 @@ def test_second_run_is_served_from_cache(identity_tree, embedder, tmp_path):
     second = pipe.run(items)
     assert second_model.calls == 0
     assert second.cache_stats["embedding_cache_misses"] == 0
-    assert second.cache_stats["frontal_cache_hits"] == 6
+    assert second.cache_stats["stage_cache_hits"] == 6 and second.cache_stats["frontalized_computed"] == 0
     assert [r.frontal_to_gt for r in first.records] == [r.frontal_to_gt for r in second.records]
     # another enhancer on the same model reuses the frontalized images, re-embeds only its outputs
     third_model = CountingFrontalizer()
@@ -180,3 +180,69 @@ def test_copying_a_tree_elsewhere_hits_the_same_cache(identity_tree, embedder, t
     pipe = EvaluationPipeline(embedder, IdentityFrontalizer(), NoEnhancer(), tmp_path / "cache")
     pipe.run(items_of(copy))
     assert pipe.embeddings.misses == 0
+
+
+class Flaky(Frontalizer):
+    """Raises an unexpected error (a bug, an out-of-memory) on chosen calls."""
+
+    name = "flaky"
+
+    def __init__(self, fail_on: set[int]) -> None:
+        self._fail_on = fail_on
+        self._calls = 0
+
+    def __call__(self, image):
+        self._calls += 1
+        if self._calls in self._fail_on:
+            raise RuntimeError("CUDA out of memory")
+        return image
+
+
+def test_unexpected_errors_are_recorded_but_retried_next_run(identity_tree, embedder, tmp_path):
+    items = items_of(identity_tree)
+    pipe = EvaluationPipeline(embedder, Flaky({2}), NoEnhancer(), tmp_path / "cache", batch_size=3)
+    out = pipe.run(items)
+    failed = [r for r in out.records if r.status == "frontalize_failed"]
+    assert len(failed) == 1 and out.cache_stats["unexpected_errors"] == 1
+    # not remembered as a failure: the next run tries that item again and succeeds
+    again = EvaluationPipeline(embedder, Flaky(set()), NoEnhancer(), tmp_path / "cache", batch_size=3)
+    out2 = again.run(items)
+    assert all(r.paired for r in out2.records) and again.counts["frontalized_computed"] == 1
+
+
+def test_a_run_where_everything_breaks_fails_loudly(identity_tree, embedder, tmp_path):
+    pipe = EvaluationPipeline(embedder, Flaky(set(range(1, 100))), NoEnhancer(), tmp_path / "cache")
+    with pytest.raises(RuntimeError, match="every item failed.*CUDA out of memory"):
+        pipe.run(items_of(identity_tree))
+
+
+def test_damaged_cache_entries_are_recomputed(identity_tree, embedder, tmp_path):
+    items = items_of(identity_tree)
+    first = EvaluationPipeline(embedder, IdentityFrontalizer(), NoEnhancer(), tmp_path / "cache").run(items)
+    entries = sorted((tmp_path / "cache" / "embeddings").rglob("*.npz"))
+    entries[0].write_bytes(b"")
+    entries[1].write_bytes(b"not a zip file at all")
+    pipe = EvaluationPipeline(embedder, IdentityFrontalizer(), NoEnhancer(), tmp_path / "cache")
+    second = pipe.run(items)
+    assert pipe.embeddings.misses == 2
+    assert [r.angle_to_gt for r in first.records] == [r.angle_to_gt for r in second.records]
+
+
+def test_without_cache_nothing_is_reused_but_frontals_are_readable(identity_tree, embedder, tmp_path):
+    items = items_of(identity_tree)
+    model = CountingFrontalizer()
+    pipe = EvaluationPipeline(embedder, model, NoEnhancer(), tmp_path / "cache", use_cache=False)
+    out = pipe.run(items)
+    pipe2 = EvaluationPipeline(embedder, model, NoEnhancer(), tmp_path / "cache", use_cache=False)
+    pipe2.run(items)
+    assert model.calls == 12 and not (tmp_path / "cache").exists()
+    assert out.frontal_cache.get(out.records[0].frontal_key) is not None  # figures can read it
+
+
+def test_status_is_the_first_problem_in_pipeline_order():
+    from frontal_exp.pipeline import ItemRecord
+
+    rec = ItemRecord("i", "p", "a", "g")
+    rec.add_problem("no_face_frontal")
+    rec.add_problem("no_face_gt")
+    assert rec.status == "no_face_gt" and rec.problems == "no_face_gt,no_face_frontal"

@@ -82,8 +82,11 @@ def test_frontalization_analyses_on_demo_are_logged(make_cfg, root, cache):
     m = result.metrics
     by_yaw = result.tables["by_yaw"]
     assert by_yaw.n.sum() == m["n"]  # every paired item lands in one bin
-    # demo yaws are +-20 and +-40: bins 20-30 and 30-45 only
-    assert set(by_yaw[by_yaw.n > 0].bin) <= {"20-30", "30-45"}
+    # each item sits in the bin of its (estimated) |yaw|
+    items = result.tables["items"].dropna(subset=["yaw"])
+    for _, row in by_yaw[by_yaw.n > 0].iterrows():
+        inside = items[(items.status == "ok") & (items.yaw.abs() >= row.lo) & (items.yaw.abs() < row.hi)]
+        assert len(inside) == row.n, row.bin
     weighted = (by_yaw.net_gain.fillna(0) * by_yaw.n).sum() / by_yaw.n.sum()
     assert weighted == pytest.approx(m["net_gain"])
     assert m["gallery_size"] >= 3 and m["n_identify"] == m["n"]
@@ -91,7 +94,7 @@ def test_frontalization_analyses_on_demo_are_logged(make_cfg, root, cache):
     ident = result.tables["identification"]
     assert ((ident.rank_frontal == 1) == (ident.top1_frontal == ident.identity)).all()
     metrics, arts = logged(root, result.run_id)
-    assert "rank1_frontal" in metrics and "net_gain_yaw_30-45" in metrics
+    assert "rank1_frontal" in metrics and any(k.startswith("net_gain_yaw_") for k in metrics)
     assert {"figures/by_pose.png", "figures/identification.png", "tables/by_yaw.json",
             "tables/by_pitch.json", "tables/identification.json"} <= arts
 

@@ -71,3 +71,20 @@ def test_cli_list_and_verify(tmp_path, capsys):
     assert "present    gfpgan/GFPGANv1.4.pth" in out and "missing    buffalo_l/det_10g.onnx" in out
     assert weights.main(["verify", "--models-dir", str(tmp_path), "--only", "gfpgan"]) == 1
     assert "BAD" in capsys.readouterr().out
+
+
+def test_download_failures_leave_nothing_behind(tmp_path):
+    archive = tmp_path / "pack.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("pack/other.onnx", b"other")
+    no_member = weights.WeightFile("pack/model.onnx", archive.as_uri(), "l", "d", archive_member="model.onnx")
+    with pytest.raises(OSError, match="no member"):
+        weights.download(no_member, tmp_path / "models")
+    (tmp_path / "bad.zip").write_bytes(b"not a zip")
+    bad_zip = weights.WeightFile("pack/model.onnx", (tmp_path / "bad.zip").as_uri(), "l", "d", archive_member="m")
+    with pytest.raises(OSError, match="not a valid zip"):
+        weights.download(bad_zip, tmp_path / "models")
+    wrong_size = weights.WeightFile("x/f.bin", archive.as_uri(), "l", "d", size=1)
+    with pytest.raises(OSError, match="does not match"):
+        weights.download(wrong_size, tmp_path / "models")
+    assert [p for p in (tmp_path / "models").rglob("*") if p.is_file()] == []

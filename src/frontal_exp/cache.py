@@ -38,37 +38,35 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class EmbeddingCache:
     """Embeddings (or the fact that no face was found) per (image content, embedder)."""
 
-    def __init__(self, root: str | os.PathLike, embedder_key: str, enabled: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike, embedder_key: str) -> None:
         self.root = Path(root) / "embeddings" / short_hash(embedder_key)
-        self.enabled = enabled
         self.hits = 0
         self.misses = 0
-        if enabled:
-            self.root.mkdir(parents=True, exist_ok=True)
-            (self.root / "KEY.txt").write_text(embedder_key)
+        self.root.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.root / "KEY.txt", embedder_key.encode())
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npz"
 
     def get(self, key: str) -> FaceEmbedding | None:
-        if not self.enabled:
-            return None
         path = self._path(key)
+        if not path.is_file():
+            self.misses += 1
+            return None
         try:
             with np.load(path) as z:
                 if z["ok"]:
                     result = FaceEmbedding(z["embedding"], Face(z["bbox"], z["kps"], float(z["score"])))
                 else:
                     result = FaceEmbedding(None, None, str(z["reason"]))
-        except (OSError, KeyError, ValueError):
+        except Exception:  # noqa: BLE001 - a damaged entry (e.g. a full disk) is recomputed
+            path.unlink(missing_ok=True)
             self.misses += 1
             return None
         self.hits += 1
         return result
 
     def put(self, key: str, value: FaceEmbedding) -> None:
-        if not self.enabled:
-            return
         import io
 
         buf = io.BytesIO()
@@ -83,21 +81,17 @@ class EmbeddingCache:
 class ImageCache:
     """Stage outputs (frontalized / enhanced images) as lossless PNG, per (input, stage)."""
 
-    def __init__(self, root: str | os.PathLike, stage_key: str, enabled: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike, stage_key: str) -> None:
         self.root = Path(root) / "images" / short_hash(stage_key)
-        self.enabled = enabled
         self.hits = 0
         self.misses = 0
-        if enabled:
-            self.root.mkdir(parents=True, exist_ok=True)
-            (self.root / "KEY.txt").write_text(stage_key)
+        self.root.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.root / "KEY.txt", stage_key.encode())
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.png"
 
     def get(self, key: str) -> np.ndarray | None:
-        if not self.enabled:
-            return None
         path = self.path(key)
         image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
         if image is None:
@@ -107,19 +101,14 @@ class ImageCache:
         return image
 
     def put(self, key: str, image: np.ndarray) -> None:
-        if not self.enabled:
-            return
         ok, buf = cv2.imencode(".png", image)
         if ok:
             _atomic_write(self.path(key), buf.tobytes())
 
     def put_failure(self, key: str, reason: str) -> None:
         """Remember that the stage failed on this input, so a re-run does not retry it."""
-        if self.enabled:
-            _atomic_write(self.path(key).with_suffix(".fail"), reason.encode())
+        _atomic_write(self.path(key).with_suffix(".fail"), reason.encode())
 
     def get_failure(self, key: str) -> str | None:
-        if not self.enabled:
-            return None
         path = self.path(key).with_suffix(".fail")
         return path.read_text() if path.is_file() else None

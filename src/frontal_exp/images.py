@@ -43,7 +43,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
         raise BadImageError(f"{path}: empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    # IMREAD_COLOR applies the EXIF orientation (phone photos); ANYDEPTH keeps 16-bit data
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if image is None:
         raise BadImageError(f"{path}: not a decodable image (truncated or not an image file)")
     return to_bgr_uint8(image, str(path))

@@ -9,6 +9,9 @@ interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -21,7 +24,7 @@ from frontal_exp.cache import EmbeddingCache, ImageCache, pixel_hash
 from frontal_exp.data.base import Item
 from frontal_exp.embedders.embedder import FaceEmbedder, FaceEmbedding
 from frontal_exp.enhancers.base import Enhancer
-from frontal_exp.errors import BadImageError
+from frontal_exp.errors import BadImageError, FrontalExpError
 from frontal_exp.frontalizers.base import Frontalizer
 from frontal_exp.images import read_image
 
@@ -73,9 +76,11 @@ class ItemRecord:
         return self.status == "ok"
 
     def add_problem(self, problem: str) -> None:
-        self.problems = f"{self.problems},{problem}" if self.problems else problem
-        if self.status == "ok":
-            self.status = problem
+        """Record a problem; `status` is the first problem in STATUSES order."""
+        order = {s: k for k, s in enumerate(STATUSES)}
+        found = sorted({*filter(None, self.problems.split(",")), problem}, key=lambda p: order.get(p, len(order)))
+        self.problems = ",".join(found)
+        self.status = found[0]
 
     def row(self) -> dict:
         """The record as a flat table row (no embeddings)."""
@@ -113,11 +118,19 @@ class EvaluationPipeline:
         self.enhancer = enhancer
         self.batch_size = max(1, batch_size)
         self.io_workers = max(1, io_workers)
-        self.embeddings = EmbeddingCache(cache_dir, embedder.cache_key(), enabled=use_cache)
+        if not use_cache:
+            # a private, throw-away cache: nothing is reused, but the stages (and the figures
+            # that read frontal images back) work the same way
+            tmp = tempfile.mkdtemp(prefix="frontal_exp_nocache_")
+            weakref.finalize(self, shutil.rmtree, tmp, True)
+            cache_dir = tmp
+        self.embeddings = EmbeddingCache(cache_dir, embedder.cache_key())
         # the package version is part of stage keys: new code never reads stale outputs
         model_key = f"{__version__}|{frontalizer.cache_key()}"
-        self.frontal_images = ImageCache(cache_dir, model_key, enabled=use_cache)
-        self.enhanced_images = ImageCache(cache_dir, f"{model_key}|{enhancer.cache_key()}", enabled=use_cache)
+        self.frontal_images = ImageCache(cache_dir, model_key)
+        self.enhanced_images = ImageCache(cache_dir, f"{model_key}|{enhancer.cache_key()}")
+        self.counts = {"frontalized_computed": 0, "enhanced_computed": 0, "unexpected_errors": 0}
+        self._first_unexpected: str | None = None
 
     # -- embedding with cache ---------------------------------------------------------
     def embed_many(self, images: list[np.ndarray], keys: list[str] | None = None) -> list[FaceEmbedding]:
@@ -189,13 +202,36 @@ class EvaluationPipeline:
             iterator = tqdm(iterator, total=len(chunks), desc="items", unit="batch")
         for chunk, images in iterator:
             records.extend(self._run_chunk(chunk, images, gt_emb, gt_reasons))
+        attempted = sum(r.status != "unreadable_angle" for r in records)
+        if attempted and self.counts["unexpected_errors"] >= attempted:
+            # every item broke the same way: a bug or a broken device, not bad images
+            raise RuntimeError(f"every item failed with an unexpected error; the first: {self._first_unexpected}")
         stats = {
             "embedding_cache_hits": self.embeddings.hits,
             "embedding_cache_misses": self.embeddings.misses,
-            "frontal_cache_hits": self.frontal_images.hits + self.enhanced_images.hits,
-            "frontal_cache_misses": self.enhanced_images.misses,
+            "stage_cache_hits": self.enhanced_images.hits,
+            **self.counts,
         }
+        for stage, component in (("frontalizer", self.frontalizer), ("enhancer", self.enhancer)):
+            if isinstance(getattr(component, "no_face_count", None), int):
+                # outputs a component passed through unchanged because it found no face
+                stats[f"{stage}_no_face"] = component.no_face_count
         return PipelineOutput(records, gt_emb, stats, self.enhanced_images)
+
+    def _failure(self, stage: str, key: str, exc: BaseException) -> str:
+        """The reason recorded for a failed stage. Expected failures (a bad image, no face
+        mesh) are remembered so a re-run skips them; anything else is logged, counted and
+        retried next time."""
+        if isinstance(exc, FrontalExpError):
+            reason = f"{stage}_failed: {type(exc).__name__}: {exc}"
+            self.enhanced_images.put_failure(key, reason)
+            return reason
+        self.counts["unexpected_errors"] += 1
+        reason = f"{stage}_failed: unexpected {type(exc).__name__}: {exc}"
+        if self._first_unexpected is None:
+            self._first_unexpected = reason
+            log.warning("%s (not cached; retried on the next run)", reason, exc_info=exc)
+        return reason
 
     def frontalize_enhance(self, images: list[np.ndarray]) -> list[tuple[np.ndarray | None, str]]:
         """Frontalized + enhanced image (or None and the failure reason) per image, cached."""
@@ -225,11 +261,10 @@ class EvaluationPipeline:
                     need_frontal.append(i)
         if need_frontal:
             results = self.frontalizer.frontalize_batch([angles[i] for i in need_frontal])
+            self.counts["frontalized_computed"] += len(need_frontal)
             for i, res in zip(need_frontal, results, strict=True):
                 if isinstance(res, Exception):
-                    reason = f"frontalize_failed: {type(res).__name__}: {res}"
-                    self.enhanced_images.put_failure(keys[i], reason)
-                    out[i] = (None, reason)
+                    out[i] = (None, self._failure("frontalize", keys[i], res))
                 else:
                     self.frontal_images.put(keys[i], res)
                     frontals[i] = res
@@ -245,11 +280,10 @@ class EvaluationPipeline:
                         enhanced.append(self.enhancer(frontals[i], angles[i]))
                     except Exception as exc:  # noqa: BLE001 - recorded per item
                         enhanced.append(exc)
+            self.counts["enhanced_computed"] += len(idx)
             for i, res in zip(idx, enhanced, strict=True):
                 if isinstance(res, Exception):
-                    reason = f"enhance_failed: {type(res).__name__}: {res}"
-                    self.enhanced_images.put_failure(keys[i], reason)
-                    out[i] = (None, reason)
+                    out[i] = (None, self._failure("enhance", keys[i], res))
                 else:
                     self.enhanced_images.put(keys[i], res)
                     out[i] = (res, "")

@@ -181,19 +181,32 @@ def verify(entry: WeightFile, path: Path) -> list[str]:
 
 
 def download(entry: WeightFile, root: Path) -> Path:
-    """Fetch one file (extracting it from its zip when needed) into `root`."""
+    """Fetch one file (extracting it from its zip when needed) into `root`.
+
+    The file appears under its final name only when complete, so an interrupted download
+    never looks present.
+    """
     target = root / entry.relpath
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         fetched = Path(tmp) / Path(entry.url).name
         urllib.request.urlretrieve(entry.url, fetched)  # noqa: S310 - fixed https URLs
         if entry.archive_member:
-            with zipfile.ZipFile(fetched) as zf:
-                member = next(n for n in zf.namelist() if Path(n).name == entry.archive_member)
-                with zf.open(member) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-        else:
-            shutil.move(str(fetched), target)
+            try:
+                with zipfile.ZipFile(fetched) as zf:
+                    member = next((n for n in zf.namelist() if Path(n).name == entry.archive_member), None)
+                    if member is None:
+                        raise OSError(f"{entry.url} has no member {entry.archive_member}")
+                    extracted = Path(tmp) / entry.filename
+                    with zf.open(member) as src, open(extracted, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+            except zipfile.BadZipFile as exc:
+                raise OSError(f"{entry.url} is not a valid zip archive: {exc}") from exc
+            fetched = extracted
+        problems = verify(entry, fetched)
+        if problems:
+            raise OSError(f"downloaded {entry.relpath} does not match: {'; '.join(problems)}")
+        os.replace(fetched, target)
     return target
 
 

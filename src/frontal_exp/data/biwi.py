@@ -19,16 +19,28 @@ _FRAME = re.compile(r"frame_(\d+)_rgb\.(png|jpg)$")
 
 
 def angles_from_rotation(rot: np.ndarray) -> tuple[float, float, float]:
-    """(yaw, pitch, roll) in degrees from a BIWI pose matrix, as the head-pose literature reads it.
+    """(yaw, pitch, roll) in degrees of a head rotation in camera coordinates.
 
-    BIWI stores the head rotation row-wise; like the common preprocessing (e.g. FSA-Net,
-    Hopenet), we transpose it and read pitch about x, yaw about y, roll about z.
+    Read as the head-pose literature reads BIWI (Hopenet, FSA-Net: pitch about x, yaw about
+    y, roll about z), with the yaw sign flipped to this project's convention (yaw > 0: the
+    nose points to the image's right; see frontal_exp.face3d.pose.HeadPose), where the
+    literature's positive yaw points the nose to the image's left.
     """
-    r = np.asarray(rot, dtype=np.float64).T
+    r = np.asarray(rot, dtype=np.float64)
     pitch = math.degrees(math.atan2(r[2, 1], r[2, 2]))
-    yaw = -math.degrees(math.atan2(-r[2, 0], math.hypot(r[2, 1], r[2, 2])))
+    yaw = math.degrees(math.atan2(-r[2, 0], math.hypot(r[2, 1], r[2, 2])))
     roll = -math.degrees(math.atan2(r[1, 0], r[0, 0]))
     return yaw, pitch, roll
+
+
+def head_rotation(pose_matrix: np.ndarray, rgb_rotation: np.ndarray | None = None) -> np.ndarray:
+    """The head rotation of a pose file, in the RGB camera when `rgb.cal`'s rotation is given.
+
+    BIWI writes the matrix row-wise, i.e. transposed (as the literature reads it); the pose is
+    measured in the depth camera, and rgb.cal rotates the depth camera into the RGB camera.
+    """
+    r = np.asarray(pose_matrix, dtype=np.float64).T
+    return r if rgb_rotation is None else rgb_rotation @ r
 
 
 def read_pose(path: Path) -> np.ndarray:
@@ -99,9 +111,8 @@ class BiwiDataset(Dataset):
                 except ValueError:
                     skipped.append(Skip(str(pose_file), "bad_pose_file"))
                     continue
-                if cal is not None:
-                    rot = cal @ rot
-                by_person.setdefault(person, []).append((rgb, *angles_from_rotation(rot)))
+                angles = angles_from_rotation(head_rotation(rot, cal))
+                by_person.setdefault(person, []).append((rgb, *angles))
         return by_person
 
     def _load(self) -> LoadedDataset:

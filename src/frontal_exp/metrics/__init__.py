@@ -1,5 +1,5 @@
 """Similarity metrics and paired statistics."""
 
-from frontal_exp.metrics.stats import PairedComparison, bootstrap_ci, cosine, paired_comparison
+from frontal_exp.metrics.stats import PairedComparison, bootstrap_ci, paired_comparison
 
-__all__ = ["PairedComparison", "bootstrap_ci", "cosine", "paired_comparison"]
+__all__ = ["PairedComparison", "bootstrap_ci", "paired_comparison"]

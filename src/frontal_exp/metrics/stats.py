@@ -7,11 +7,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity of two vectors (embeddings need not be normalised)."""
-    return float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
-
-
 def bootstrap_ci(
     values: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
@@ -55,6 +50,7 @@ class PairedComparison:
     ci_low: float
     ci_high: float
     win_rate: float
+    tie_rate: float
     wilcoxon_p: float
 
     def as_dict(self, prefix: str = "") -> dict[str, float]:
@@ -64,14 +60,16 @@ class PairedComparison:
 def paired_comparison(
     a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0
 ) -> PairedComparison:
-    """Compare paired scores; `win_rate` is the share of items where b > a."""
+    """Compare paired scores. `win_rate` is the share of items where b > a, `tie_rate` where
+    b == a (e.g. a frontalizer that returns near-frontal faces unchanged); the Wilcoxon test
+    leaves ties out."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"paired scores must have the same shape, got {a.shape} and {b.shape}")
     nan = float("nan")
     if a.size == 0:
-        return PairedComparison(0, nan, nan, nan, nan, nan, nan, nan)
+        return PairedComparison(0, nan, nan, nan, nan, nan, nan, nan, nan)
     diff = b - a
     lo, hi = bootstrap_ci(diff, n_boot=n_boot, seed=seed)
     return PairedComparison(
@@ -82,5 +80,6 @@ def paired_comparison(
         ci_low=lo,
         ci_high=hi,
         win_rate=float((diff > 0).mean()),
+        tie_rate=float((diff == 0).mean()),
         wilcoxon_p=wilcoxon_p(diff),
     )

@@ -68,6 +68,7 @@ def summarize(
         "net_gain_ci_low": cmp.ci_low,
         "net_gain_ci_high": cmp.ci_high,
         "win_rate": cmp.win_rate,
+        "tie_rate": cmp.tie_rate,
         "wilcoxon_p": cmp.wilcoxon_p,
     }
     for problem in PROBLEM_COUNTS:
@@ -131,7 +132,7 @@ def describe(cfg: DictConfig, pipeline: EvaluationPipeline) -> dict[str, str]:
         "device": str(cfg.device),
         "model_device": device_of(pipeline.frontalizer),
         "enhancer_device": device_of(pipeline.enhancer),
-        "embedder_device": device_of(pipeline.embedder.recognizer),
+        "embedder_device": f"{device_of(pipeline.embedder.detector)}/{device_of(pipeline.embedder.recognizer)}",
     }
 
 
@@ -146,7 +147,7 @@ def format_results(metrics: dict[str, float], params: dict[str, str] | None = No
         f"{'Mean(Angle-GT)':>16}: {m['angle_to_gt']:.4f}",
         f"{'Mean(Frontal-GT)':>16}: {m['frontal_to_gt']:.4f}",
         f"{'Net Gain':>16}: {m['net_gain']:+.4f}  95% CI [{m['net_gain_ci_low']:+.4f}, {m['net_gain_ci_high']:+.4f}]"
-        f"  win rate {m['win_rate']:.2f}  Wilcoxon p {m['wilcoxon_p']:.3g}",
+        f"  win rate {m['win_rate']:.2f} (ties {m['tie_rate']:.2f})  Wilcoxon p {m['wilcoxon_p']:.3g}",
         f"{'not detected':>16}: angle {int(m['no_face_angle'])}, frontal {int(m['no_face_frontal'])}, "
         f"gt {int(m['no_face_gt'])}; unreadable {int(m['unreadable_angle'] + m['unreadable_gt'])}; "
         f"frontalize failed {int(m['frontalize_failed'])}; enhance failed {int(m['enhance_failed'])}; "

@@ -96,6 +96,15 @@ class LivePortraitFrontalizer(Frontalizer):
         self._mask = blend_mask(CROP_SIZE)
         self._last_motion: Motion | None = None
 
+    def cache_key(self) -> str:
+        """Settings, the precision actually used and the checkpoints' contents: outputs made
+        in fp16 on a GPU or with other weights never stand in for these."""
+        from frontal_exp.embedders.models import file_fingerprint
+
+        half = self.fp16 and self._device.type == "cuda"
+        prints = [file_fingerprint(self._paths[rel]) for rel in sorted(self._paths)]
+        return f"{super().cache_key()}|{'fp16' if half else 'fp32'}|{','.join(prints)}"
+
     # ---- lazy resources -------------------------------------------------------------
     @property
     def device(self) -> torch.device:
