@@ -252,3 +252,27 @@ def test_config_instantiates(lp_random):
     assert isinstance(model, LivePortraitFrontalizer) and model.name == "liveportrait"
     other = instantiate(cfg, keep_pitch=0.5)
     assert model.cache_key() != other.cache_key()
+
+
+def test_liveportrait_runs_from_the_command_line_paths(lp_random, make_cfg, tmp_path):
+    """`model=liveportrait model.weights_dir=...` in an evaluation and in the inference CLI."""
+    from frontal_exp.evaluation import evaluate
+    from frontal_exp.infer import main as infer
+
+    weights_dir = lp_random[0] / "liveportrait"  # the pack folder itself also works
+    cfg = make_cfg("model=liveportrait", f"model.weights_dir={weights_dir}", "device=cpu",
+                   "dataset.limit=1", "eval.bootstrap=20", "tracking.enabled=false",
+                   "protocol.analyses=[]", output_root=tmp_path / "o")
+    result = evaluate(cfg)
+    assert result.params["model"] == "liveportrait" and result.params["model_device"] == "cpu"
+    assert result.metrics["n_items"] == 1 and result.metrics["frontalize_failed"] == 0
+
+    src = tmp_path / "src"
+    src.mkdir()
+    skimage_data = pytest.importorskip("skimage.data")
+    face = cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(src / "astronaut.png"), cv2.resize(face, (256, 256)))
+    out = tmp_path / "out"
+    assert infer(["--source_dir", str(src), "-o", str(out), "--frontalize", "model=liveportrait",
+                  f"model.weights_dir={weights_dir}", "device=cpu"]) == 0
+    assert cv2.imread(str(out / "astronaut.png")).shape == (256, 256, 3)

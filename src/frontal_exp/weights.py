@@ -122,15 +122,15 @@ def default_models_dir() -> Path:
 def resolve(relpath: str, models_dir: str | os.PathLike | None = None) -> Path:
     """Return the path of a registered file, or raise `MissingWeightsError` saying how to get it.
 
-    `models_dir` may hold the file at `relpath` or directly by its file name (users often
-    unpack a pack's files flat into one folder).
+    `models_dir` may hold the file at `relpath`, inside the pack's own folder, or directly by
+    its file name (users often unpack a pack's files flat into one folder).
     """
     entry = REGISTRY[relpath]
     root = Path(models_dir).expanduser() if models_dir else default_models_dir()
-    for candidate in (root / entry.relpath, root / entry.filename):
-        if candidate.is_file():
-            return candidate
-    raise MissingWeightsError(missing_message([entry], root))
+    found = _find(entry, root)
+    if found is None:
+        raise MissingWeightsError(missing_message([entry], root))
+    return found
 
 
 def resolve_all(relpaths: list[str], models_dir: str | os.PathLike | None = None) -> dict[str, Path]:
@@ -211,7 +211,10 @@ def download(entry: WeightFile, root: Path) -> Path:
 
 
 def _find(entry: WeightFile, root: Path) -> Path | None:
-    for candidate in (root / entry.relpath, root / entry.filename):
+    """The file under `root`: at its registry path, at that path inside its pack folder
+    (root = the pack folder itself, e.g. .../liveportrait), or flat by file name."""
+    inside_pack = entry.relpath.split("/", 1)[1] if "/" in entry.relpath else entry.relpath
+    for candidate in (root / entry.relpath, root / inside_pack, root / entry.filename):
         if candidate.is_file():
             return candidate
     return None

@@ -38,8 +38,9 @@ class Motion:
 class LivePortraitFrontalizer(Frontalizer):
     """LivePortrait (KwaiVGI, MIT) with the head pose set to frontal.
 
-    Needs the five official checkpoints under `models_dir` (default `$FRONTAL_EXP_MODELS`
-    or `~/.frontal_exp/models`, in `liveportrait/...`); the constructor checks they exist
+    Needs the five official checkpoints under `weights_dir` or `models_dir` (default
+    `$FRONTAL_EXP_MODELS` or `~/.frontal_exp/models`), either in the registry layout
+    (`liveportrait/base_models/...`) or flat by file name; the constructor checks they exist
     and raises `MissingWeightsError` naming them. Networks load on first use.
 
     keep_pitch / keep_roll: fraction of the source's pitch / roll kept in the output
@@ -52,6 +53,7 @@ class LivePortraitFrontalizer(Frontalizer):
     def __init__(
         self,
         models_dir: str | None = None,
+        weights_dir: str | None = None,
         device: str = "auto",
         fp16: bool = False,
         keep_pitch: float = 0.0,
@@ -70,7 +72,9 @@ class LivePortraitFrontalizer(Frontalizer):
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"liveportrait: batch_size must be >= 1, got {batch_size}")
-        self.models_dir = models_dir
+        # weights_dir (the study's name) points at the LivePortrait files alone; it wins
+        # over the project-wide models_dir
+        self.models_dir = weights_dir or models_dir
         self.fp16 = fp16
         self.keep_pitch = float(keep_pitch)
         self.keep_roll = float(keep_roll)
@@ -90,7 +94,7 @@ class LivePortraitFrontalizer(Frontalizer):
         if fp16 and self._device.type != "cuda":
             log.warning("liveportrait: fp16 needs CUDA; running in float32 on %s", self._device)
         # fail before any image is processed when a file is missing
-        self._paths = checkpoints.resolve_all(models_dir)
+        self._paths = checkpoints.resolve_all(self.models_dir)
         self._nets: LivePortraitNetworks | None = None
         self._landmarker: FaceLandmarker | None = None
         self._mask = blend_mask(CROP_SIZE)
