@@ -104,6 +104,21 @@ def test_multirun_subprocess_logs_parent_and_children(tmp_path):
     check_sweep(out_root, 2)
 
 
+def test_a_failed_job_marks_the_sweep_failed(tmp_path):
+    out_root = tmp_path / "outputs"
+    proc = run_cli(["-m", "enhancer=sharp", "enhancer.amount=1.0,-1.0", "dataset.limit=2", "eval.bootstrap=20",
+                    "protocol.analyses=[]", f"output_root={out_root}"], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "amount must be >= 0" in proc.stderr + proc.stdout
+    client = MlflowClient(default_sqlite_uri(out_root))
+    runs = client.search_runs([client.get_experiment_by_name("frontal_exp").experiment_id])
+    parent = [r for r in runs if r.data.tags.get("frontal_exp.kind") == "sweep"]
+    assert len(parent) == 1 and parent[0].info.status == "FAILED"
+    assert parent[0].data.tags["sweep.failed_job"] == "1"
+    # the job that ran is kept
+    assert [r.data.params["enhancer.amount"] for r in runs if r.data.tags.get("frontal_exp.kind") == "job"] == ["1.0"]
+
+
 def test_parallel_sweep_with_joblib_launcher(tmp_path):
     out_root = tmp_path / "outputs"
     proc = run_cli([*SWEEP_ARGS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"output_root={out_root}"],

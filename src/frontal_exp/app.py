@@ -8,6 +8,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from frontal_exp.config import register_configs
@@ -29,6 +30,8 @@ def run(cfg: DictConfig) -> float:
         result = evaluate(cfg, output_dir=out_dir)
     except FrontalExpError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra marks this job failed; the sweep callback records which one
         raise SystemExit(2) from exc
     if "net_gain" in result.metrics:
         print(format_results(result.metrics, result.params))

@@ -158,7 +158,8 @@ def instantiate_checked(node: DictConfig, group: str) -> Any:
     try:
         resolved = OmegaConf.create(OmegaConf.to_container(node, resolve=True, throw_on_missing=True))
     except MissingMandatoryValue as exc:
-        key = f"{group}.{exc.full_key}" if exc.full_key else group
+        key = str(exc.full_key or "")
+        key = key if key.startswith(f"{group}.") else f"{group}.{key}" if key else group
         raise ConfigError(f"{key} must be set: add {key}=<value> to the command line") from exc
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{group}: {exc}") from exc

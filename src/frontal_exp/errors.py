@@ -27,5 +27,5 @@ class DatasetError(FrontalExpError):
     """A dataset root is missing, empty or not in the expected layout."""
 
 
-class ConfigError(FrontalExpError):
-    """A configuration value is invalid."""
+class ConfigError(FrontalExpError, ValueError):
+    """A configuration value is invalid (also a ValueError, for code that expects one)."""

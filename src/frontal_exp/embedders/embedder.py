@@ -9,6 +9,7 @@ import numpy as np
 
 from frontal_exp.embedders.align import norm_crop
 from frontal_exp.embedders.base import Detector, Face, Recognizer
+from frontal_exp.errors import ConfigError
 from frontal_exp.images import downscale_to
 
 
@@ -60,7 +61,7 @@ class FaceEmbedder:
         max_side: int = 1280,
     ) -> None:
         if select not in ("largest", "central", "score"):
-            raise ValueError(f"select must be largest, central or score, not {select!r}")
+            raise ConfigError(f"select must be largest, central or score, not {select!r}")
         self.detector = detector
         self.recognizer = recognizer
         self.name = name

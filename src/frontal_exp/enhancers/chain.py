@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from frontal_exp.enhancers.base import Enhancer
+from frontal_exp.errors import ConfigError
 
 
 class EnhancerChain(Enhancer):
@@ -22,7 +23,7 @@ class EnhancerChain(Enhancer):
 
     def __init__(self, steps: list, name: str | None = None) -> None:
         if not steps:
-            raise ValueError("chain: steps must list at least one enhancer")
+            raise ConfigError("chain: steps must list at least one enhancer")
         built = [_as_enhancer(s) for s in steps]
         self.steps = built
         if name:

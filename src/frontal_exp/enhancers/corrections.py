@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 from frontal_exp.enhancers.base import Enhancer
+from frontal_exp.errors import ConfigError
 
 #: images are compared for sharpness at this longest side, so resolution does not count as detail
 _SHARPNESS_SIDE = 256
@@ -141,9 +142,9 @@ class LightCorrections(Enhancer):
         max_sharpen: float = 0.5,
     ) -> None:
         if not 0.0 <= color_strength <= 1.0:
-            raise ValueError("corrections: color_strength must be in [0, 1]")
+            raise ConfigError("corrections: color_strength must be in [0, 1]")
         if max_sharpen < 0:
-            raise ValueError("corrections: max_sharpen must be >= 0")
+            raise ConfigError("corrections: max_sharpen must be >= 0")
         self.trim = trim
         self.color = color
         self.sharpen = sharpen

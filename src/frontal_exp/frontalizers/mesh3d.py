@@ -12,7 +12,7 @@ import math
 import cv2
 import numpy as np
 
-from frontal_exp.errors import FrontalizationError
+from frontal_exp.errors import ConfigError, FrontalizationError
 from frontal_exp.face3d.canonical import mirror_index
 from frontal_exp.face3d.facemesh import N_MESH, get_face_mesh, mesh_triangles
 from frontal_exp.face3d.pose import PoseFit, pose_from_landmarks, rotation_from_euler
@@ -66,9 +66,9 @@ class Mesh3DFrontalizer(Frontalizer):
         max_side: int = 320,
     ) -> None:
         if not 0.0 <= symmetry <= 1.0:
-            raise ValueError(f"symmetry must be in [0, 1], got {symmetry}")
+            raise ConfigError(f"symmetry must be in [0, 1], got {symmetry}")
         if occlusion_high <= occlusion_low:
-            raise ValueError("occlusion_high must be larger than occlusion_low")
+            raise ConfigError("occlusion_high must be larger than occlusion_low")
         self.symmetry = symmetry
         self.strength = strength
         self.min_angle = min_angle

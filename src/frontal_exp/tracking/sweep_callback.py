@@ -75,6 +75,25 @@ class MlflowSweepCallback(Callback):
         (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": run.info.run_id, "experiment_id": exp_id}))
         log.info("MLflow parent run %s", run.info.run_id)
 
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        """A failed job marks the sweep's parent run FAILED at once: Hydra may stop the sweep
+        there, and the parent must not stay RUNNING forever."""
+        from hydra.core.utils import JobStatus
+
+        if job_return is None or job_return.status != JobStatus.FAILED or not config.tracking.enabled:
+            return
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            parent = Path(HydraConfig.get().sweep.dir) / PARENT_FILE
+        except ValueError:
+            return
+        if parent.is_file():
+            run_id = json.loads(parent.read_text())["run_id"]
+            client = client_for(tracking_uri(config))
+            client.set_tag(run_id, "sweep.failed_job", HydraConfig.get().job.num)
+            client.set_terminated(run_id, "FAILED")
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         df = collect_sweep(sweep_dir)
@@ -90,4 +109,5 @@ class MlflowSweepCallback(Callback):
         if not df.empty:
             client.log_table(run_id, data=df, artifact_file="tables/sweep_summary.json")
             client.log_text(run_id, text, "sweep_summary.txt")
-        client.set_terminated(run_id, "FINISHED")
+        failed = client.get_run(run_id).info.status == "FAILED"
+        client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
