@@ -86,22 +86,14 @@ class OmitBackgroundCrop(OmitBackground):
             raise ConfigError("omit_bg_crop: margin must be >= 0")
         self.crop_to = crop_to
         self.margin = margin
-        self._mesh = None
 
     def face_box(self, image: np.ndarray) -> tuple[float, float, float, float] | None:
-        """(x1, y1, x2, y2) of the FaceMesh landmarks, or None when no face mesh is found."""
-        import mediapipe as mp
+        """(x1, y1, x2, y2) of the face mesh landmarks, or None when no face mesh is found."""
+        from frontal_exp.face3d.facemesh import get_face_mesh
 
-        with self._lock:
-            if self._mesh is None:
-                self._mesh = mp.solutions.face_mesh.FaceMesh(
-                    static_image_mode=True, max_num_faces=1, refine_landmarks=False
-                )
-            result = self._mesh.process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        if not result.multi_face_landmarks:
+        pts = get_face_mesh().detect(image)  # the process-wide MediaPipe graph
+        if pts is None:
             return None
-        h, w = image.shape[:2]
-        pts = np.array([(p.x * w, p.y * h) for p in result.multi_face_landmarks[0].landmark])
         return pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()
 
     def __call__(self, image: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
