@@ -176,3 +176,21 @@ def test_remote_tracking_server_works_the_same_way(make_cfg, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_config_dir_can_be_moved_and_a_missing_one_is_named(tmp_path):
+    import shutil
+
+    from frontal_exp.app import CONFIG_DIR
+
+    conf = tmp_path / "myconf"
+    shutil.copytree(CONFIG_DIR, conf)
+    text = (conf / "config.yaml").read_text()
+    (conf / "config.yaml").write_text(text.replace("\nseed: 0\n", "\nseed: 7\n"))
+    proc = run_cli(["--cfg", "job"], cwd=tmp_path, env_extra={"FRONTAL_EXP_CONF": str(conf)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "\nseed: 7\n" in proc.stdout
+
+    proc = run_cli([], cwd=tmp_path, env_extra={"FRONTAL_EXP_CONF": str(tmp_path / "nowhere")})
+    assert proc.returncode != 0
+    assert f"no frontal_exp configs at {tmp_path / 'nowhere'}" in proc.stderr

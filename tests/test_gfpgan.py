@@ -222,3 +222,30 @@ def test_gfpgan_runs_inside_an_evaluation(make_cfg, gfpgan_models, tmp_path):
     assert m["n_items"] == 1 and m["n"] + m["not_paired"] == 1 and m["enhance_failed"] == 0
     run = MlflowClient(default_sqlite_uri(tmp_path / "o")).get_run(result.run_id)
     assert run.data.params["run.enhancer_device"] == "cpu"
+
+
+def test_gfpgan_sweep_from_the_command_line(gfpgan_models, tmp_path):
+    """`python -m frontal_exp -m enhancer=gfpgan,gfpgan_v13 ...` as a user types it (a key that only the
+    swept options have is itself written as a sweep, `choice(...)`, as Hydra requires): one child run per
+    checkpoint version, each logged with its device and figures, under one parent."""
+    from mlflow import MlflowClient
+
+    from frontal_exp.tracking.mlflow_logger import default_sqlite_uri
+    from tests.test_end_to_end import artifact_paths, run_cli
+
+    out_root = tmp_path / "outputs"
+    proc = run_cli(["-m", "enhancer=gfpgan,gfpgan_v13",
+                    "enhancer.face_detector=choice(scrfd500m)", "model=identity",
+                    "dataset.limit=1", "eval.bootstrap=20", "eval.grid_samples=1", "protocol.analyses=[]",
+                    f"models_dir={gfpgan_models}", "device=cpu", f"output_root={out_root}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "enhancer=gfpgan_v13" in proc.stdout.split("Sweep summary")[1]
+    client = MlflowClient(default_sqlite_uri(out_root))
+    runs = client.search_runs([client.get_experiment_by_name("frontal_exp").experiment_id])
+    children = [r for r in runs if r.data.tags.get("frontal_exp.kind") == "job"]
+    assert sorted(c.data.params["enhancer.version"] for c in children) == ["1.3", "1.4"]
+    for c in children:
+        assert c.info.status == "FINISHED" and c.data.params["run.enhancer_device"] == "cpu"
+        m = c.data.metrics
+        assert m["n_items"] == 1 and m["n"] + m["not_paired"] == 1 and m["enhance_failed"] == 0
+        assert "figures/triplets.png" in artifact_paths(client, c.info.run_id)

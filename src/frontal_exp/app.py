@@ -14,8 +14,25 @@ from omegaconf import DictConfig
 from frontal_exp.config import register_configs
 from frontal_exp.errors import FrontalExpError
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+def _config_dir() -> str:
+    """`conf/` of the checkout this package is installed from (`pip install -e .`), or $FRONTAL_EXP_CONF."""
+    env = os.environ.get("FRONTAL_EXP_CONF")
+    return str(Path(env).expanduser().resolve() if env else Path(__file__).resolve().parents[2] / "conf")
+
+
+CONFIG_DIR = _config_dir()
 log = logging.getLogger("frontal_exp")
+
+
+def check_config_dir() -> None:
+    """Exit with a clear message when the Hydra configs are not where this install expects them."""
+    if not (Path(CONFIG_DIR) / "config.yaml").is_file():
+        raise SystemExit(
+            f"error: no frontal_exp configs at {CONFIG_DIR} (expected conf/config.yaml there). frontal_exp reads "
+            "its Hydra configs from the repository's conf/ folder: install it with `pip install -e .` from a "
+            "clone, or set FRONTAL_EXP_CONF to a conf/ folder."
+        )
 
 register_configs()
 
@@ -45,6 +62,7 @@ def run(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    check_config_dir()
     run()
 
 

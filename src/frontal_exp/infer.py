@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from frontal_exp.app import CONFIG_DIR
+from frontal_exp.app import CONFIG_DIR, check_config_dir
 from frontal_exp.config import instantiate_checked, register_configs
 from frontal_exp.errors import FrontalExpError
 from frontal_exp.images import read_image, write_image
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.source_dir.is_dir():
         print(f"error: --source_dir {args.source_dir} is not a directory", file=sys.stderr)
         return 2
+    check_config_dir()
     register_configs()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=args.overrides)
