@@ -153,3 +153,21 @@ def test_rgb_calibration_rotates_the_pose_into_the_rgb_camera(tmp_path):
     expected = angles_from_rotation(delta @ rotation_from_angles(30.0, 20.0, 0.0))
     assert (cal.yaw, cal.pitch, cal.roll) == pytest.approx(expected, abs=1e-4)
     assert (cal.yaw, cal.pitch) != pytest.approx(angles_from_rotation(rotation_from_angles(30, 20, 0) @ delta)[:2], abs=1e-2)
+
+
+def test_folder_limit_estimates_poses_only_for_the_people_drawn(real_faces, tmp_path):
+    """`limit` with gt=pose draws items at random without estimating every photo's pose first;
+    what it draws are items of the full dataset, with the same GT and pose."""
+    cache = tmp_path / "cache"
+    small = FolderDataset(root=str(real_faces), gt="pose", cache_dir=str(cache), limit=4, seed=3).load()
+    assert len(small.items) == 4
+    n_photos = sum(1 for p in real_faces.rglob("*.jpg"))
+    n_estimated = len(list((cache / "poses").rglob("*.json")))
+    drawn_people = {it.identity for it in small.items}
+    assert n_estimated == sum(len(list((real_faces / p).glob("*.jpg"))) for p in drawn_people) < n_photos
+    again = FolderDataset(root=str(real_faces), gt="pose", cache_dir=str(cache), limit=4, seed=3).load()
+    assert again.items == small.items
+    other = FolderDataset(root=str(real_faces), gt="pose", cache_dir=str(cache), limit=4, seed=4).load()
+    assert other.items != small.items
+    full = FolderDataset(root=str(real_faces), gt="pose", cache_dir=str(cache)).load()
+    assert set(small.items) <= set(full.items) and len(full.items) > 40
