@@ -1,7 +1,10 @@
 # Shared by the table scripts: run from the repository root with the project's Python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python}"
+# the project's venv when there is one (README set-up), else the active python; PYTHON=... overrides
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+fi
 # every job and the report use one output root (and so one MLflow database)
 OUTPUT_ROOT="${FRONTAL_EXP_OUTPUTS:-outputs}"
 export FRONTAL_EXP_OUTPUTS="$OUTPUT_ROOT"

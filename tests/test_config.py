@@ -72,6 +72,23 @@ def test_unknown_key_in_an_option_lists_valid_parameters():
         check_node(node, "enhancer")
 
 
+def test_options_without_parameters_reject_any_key(make_cfg):
+    """`+enhancer.foo=1` on an option whose class takes nothing fails with our message, not a TypeError."""
+    for group, option in (("enhancer", "none"), ("model", "identity")):
+        cfg = make_cfg(f"{group}={option}", f"+{group}.foo=1")
+        with pytest.raises(ConfigError, match=r"unknown parameter\(s\) \['foo'\].*valid parameters: \[\]"):
+            instantiate_checked(cfg[group], group)
+
+
+def test_added_keys_in_eval_and_tracking_fail_at_start(make_cfg):
+    from frontal_exp.evaluation import evaluate
+
+    for key in ("eval.bootstap", "tracking.experment"):
+        cfg = make_cfg(f"+{key}=1")
+        with pytest.raises(ConfigError, match=rf"unknown key\(s\) \['{key.split('.')[1]}'\].*valid keys"):
+            evaluate(cfg)
+
+
 def test_bad_value_type_fails_at_start(make_cfg):
     cfg = make_cfg("enhancer=sharp", "enhancer.amount=strong")
     with pytest.raises(ConfigError, match="amount"):

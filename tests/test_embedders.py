@@ -13,7 +13,7 @@ from frontal_exp.embedders.align import ARCFACE_TEMPLATE_112, alignment_matrix, 
 from frontal_exp.embedders.detectors import InsightFaceDetector, RetinaFaceDetector
 from frontal_exp.embedders.packaged import packaged_model_path
 from frontal_exp.embedders.recognizers import ArcFaceRecognizer
-from frontal_exp.errors import MissingWeightsError
+from frontal_exp.errors import BadWeightsError, MissingWeightsError
 from frontal_exp.images import read_image
 
 
@@ -177,7 +177,10 @@ def test_retinaface_checkpoint_loads_in_official_format(tmp_path, package_photos
 
 
 def test_recognizer_rejects_a_non_recognizer(tmp_path):
-    with pytest.raises(MissingWeightsError):
+    with pytest.raises(BadWeightsError, match="scrfd_500m_bnkps.onnx.*not usable as an insightface-format face recognizer"):
         ArcFaceRecognizer(str(packaged_model_path("scrfd_500m_bnkps.onnx")))
+    (tmp_path / "w600k_r50.onnx").write_bytes(b"truncated")
+    with pytest.raises(BadWeightsError, match=r"w600k_r50.onnx \(9 bytes\).*github.com/deepinsight"):
+        ArcFaceRecognizer("buffalo_l/w600k_r50.onnx", models_dir=str(tmp_path))
     with pytest.raises(MissingWeightsError, match="not found"):
         InsightFaceDetector(str(tmp_path / "nothing.onnx"))

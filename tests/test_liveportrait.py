@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from frontal_exp.errors import FrontalizationError, MissingWeightsError
+from frontal_exp.errors import BadWeightsError, FrontalizationError, MissingWeightsError
 from frontal_exp.frontalizers.liveportrait import LivePortraitFrontalizer, checkpoints
 from frontal_exp.frontalizers.liveportrait.crop import crop_matrix, paste_back
 from frontal_exp.frontalizers.liveportrait.keypoints import (
@@ -100,8 +100,28 @@ def test_a_mismatched_checkpoint_is_refused(lp_random, tmp_path):
     target = tmp_path / checkpoints.BASE_FILES["appearance_feature_extractor"]
     target.unlink()
     torch.save(bad, target)
-    with pytest.raises(ValueError, match="second.bias"):
+    with pytest.raises(BadWeightsError, match=r"appearance_feature_extractor.pth.*second.bias"):
         checkpoints.load_networks(tmp_path)
+
+
+def test_a_damaged_checkpoint_stops_the_run_naming_the_file(lp_random, make_cfg, tmp_path):
+    """A truncated download is not 'every item failed': the run stops at once, naming the file,
+    and nothing is cached as an item failure."""
+    from frontal_exp.evaluation import evaluate
+
+    root, _ = lp_random
+    models = tmp_path / "models"
+    for rel in checkpoints.ALL_FILES:
+        (models / rel).parent.mkdir(parents=True, exist_ok=True)
+        (models / rel).symlink_to(root / rel)
+    damaged = models / checkpoints.BASE_FILES["motion_extractor"]
+    damaged.unlink()
+    damaged.write_bytes((root / checkpoints.BASE_FILES["motion_extractor"]).read_bytes()[:5000])
+    cfg = make_cfg("model=liveportrait", f"models_dir={models}", "device=cpu", "dataset.limit=2",
+                   "tracking.enabled=false", output_root=tmp_path / "o")
+    with pytest.raises(BadWeightsError, match=r"(?s)motion_extractor.pth \(5,000 bytes\).*PyTorch checkpoint.*huggingface"):
+        evaluate(cfg)
+    assert not list((tmp_path / "o" / "cache").rglob("*.fail"))
 
 
 def test_missing_files_are_named_with_their_urls(tmp_path):

@@ -88,3 +88,35 @@ def test_download_failures_leave_nothing_behind(tmp_path):
     with pytest.raises(OSError, match="does not match"):
         weights.download(wrong_size, tmp_path / "models")
     assert [p for p in (tmp_path / "models").rglob("*") if p.is_file()] == []
+
+
+def test_verify_loads_each_file_and_says_what_it_could_check(tmp_path, capsys):
+    """Files with no size on record are still checked: a junk .pth or .onnx is BAD, a real
+    checkpoint 'loads'; a file matching its recorded size is 'ok'."""
+    import torch
+
+    (tmp_path / "liveportrait/base_models").mkdir(parents=True)
+    torch.save({"w": torch.zeros(2)}, tmp_path / "liveportrait/base_models/warping_module.pth")
+    (tmp_path / "liveportrait/base_models/spade_generator.pth").write_bytes(b"<html>rate limited</html>")
+    (tmp_path / "buffalo_l").mkdir()
+    (tmp_path / "buffalo_l/w600k_r50.onnx").write_bytes(b"junk")
+    assert weights.main(["verify", "--models-dir", str(tmp_path), "--only", "liveportrait/base"]) == 1
+    out = capsys.readouterr().out
+    assert "loads      liveportrait/base_models/warping_module.pth" in out
+    assert "BAD        liveportrait/base_models/spade_generator.pth" in out and "not a PyTorch checkpoint" in out
+    assert weights.main(["verify", "--models-dir", str(tmp_path), "--only", "w600k"]) == 1
+    assert "not an ONNX model" in capsys.readouterr().out
+
+
+def test_load_torch_checkpoint_errors_name_the_file_and_the_source(tmp_path):
+    import torch
+
+    from frontal_exp.errors import BadWeightsError
+
+    path = tmp_path / "GFPGANv1.4.pth"
+    path.write_bytes(b"\x00" * 10)
+    with pytest.raises(BadWeightsError, match=r"(?s)GFPGANv1.4.pth \(10 bytes\).*348,632,874 bytes.*TencentARC"):
+        weights.load_torch_checkpoint(path)
+    torch.save([1, 2], path)
+    with pytest.raises(BadWeightsError, match="not a state dict"):
+        weights.load_torch_checkpoint(path)

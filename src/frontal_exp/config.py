@@ -93,6 +93,8 @@ def _schema_type(hint: Any) -> Any:
 
 
 def _parameters(target: Any) -> tuple[dict[str, inspect.Parameter], bool, dict[str, Any]]:
+    if inspect.isclass(target) and target.__init__ is object.__init__:
+        return {}, False, {}  # no constructor of its own: takes no parameters
     fn = target.__init__ if inspect.isclass(target) else target
     sig = inspect.signature(fn)
     try:
@@ -149,6 +151,15 @@ def check_node(node: Any, where: str) -> None:
             key = getattr(exc, "full_key", "") or "?"
             msg = str(getattr(exc, "msg", exc)).splitlines()[0]
             raise ConfigError(f"{where}.{key}: bad value for {target_name}: {msg}") from exc
+
+
+def check_sections(cfg: DictConfig) -> None:
+    """Reject keys that `eval` and `tracking` do not have (Hydra's `+key=` bypasses the schema)."""
+    for section, schema in (("eval", EvalConf), ("tracking", TrackingConf)):
+        valid = [f.name for f in dataclasses.fields(schema)]
+        unknown = [k for k in cfg.get(section) or {} if k not in valid]
+        if unknown:
+            raise ConfigError(f"{section}: unknown key(s) {unknown}; valid keys: {valid}")
 
 
 def instantiate_checked(node: DictConfig, group: str) -> Any:

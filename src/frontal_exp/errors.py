@@ -11,6 +11,15 @@ class MissingWeightsError(FrontalExpError):
     """A model file that frontal_exp cannot download here is not on disk."""
 
 
+class BadWeightsError(FrontalExpError):
+    """A model file is on disk but cannot be used: truncated, corrupt, or not the expected model."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        #: the short cause, without the advice (for one-line listings)
+        self.reason = reason or message
+
+
 class BadImageError(FrontalExpError):
     """An image file cannot be read or decoded (truncated, not an image, ...)."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from frontal_exp.config import instantiate_checked
+from frontal_exp.config import check_sections, instantiate_checked
 from frontal_exp.protocols.base import RunResult
 from frontal_exp.protocols.frontalization import (  # noqa: F401 - re-exported for users
     EvalResult,
@@ -29,6 +29,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> RunResult
     from frontal_exp.tracking.mlflow_logger import log_result
 
     t0 = time.perf_counter()
+    check_sections(cfg)
     protocol = instantiate_checked(cfg.protocol, "protocol")
     result = protocol.run(cfg)
     result.params.setdefault("protocol", protocol.name)

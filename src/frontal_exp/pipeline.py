@@ -24,7 +24,7 @@ from frontal_exp.cache import EmbeddingCache, ImageCache, pixel_hash
 from frontal_exp.data.base import Item
 from frontal_exp.embedders.embedder import FaceEmbedder, FaceEmbedding
 from frontal_exp.enhancers.base import Enhancer
-from frontal_exp.errors import BadImageError, FrontalExpError
+from frontal_exp.errors import BadImageError, BadWeightsError, FrontalExpError, MissingWeightsError
 from frontal_exp.frontalizers.base import Frontalizer
 from frontal_exp.images import read_image
 
@@ -221,7 +221,10 @@ class EvaluationPipeline:
     def _failure(self, stage: str, key: str, exc: BaseException) -> str:
         """The reason recorded for a failed stage. Expected failures (a bad image, no face
         mesh) are remembered so a re-run skips them; anything else is logged, counted and
-        retried next time."""
+        retried next time. A model file that is missing or unusable stops the run: every
+        item would fail the same way."""
+        if isinstance(exc, MissingWeightsError | BadWeightsError):
+            raise exc
         if isinstance(exc, FrontalExpError):
             reason = f"{stage}_failed: {type(exc).__name__}: {exc}"
             self.enhanced_images.put_failure(key, reason)

@@ -1,7 +1,7 @@
 """Registry of every model file frontal_exp can use but cannot ship, and a CLI for them.
 
     python -m frontal_exp.weights list      # what is expected, and what is present
-    python -m frontal_exp.weights verify    # size / sha256 of what is present
+    python -m frontal_exp.weights verify    # size / sha256 where known, and that each file loads
     python -m frontal_exp.weights download  # fetch what is missing (needs internet)
 
 Files live under one models directory: `$FRONTAL_EXP_MODELS`, else `~/.frontal_exp/models`
@@ -22,7 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from frontal_exp.errors import MissingWeightsError
+from frontal_exp.errors import BadWeightsError, MissingWeightsError
 
 INSIGHTFACE_LICENCE = "insightface pretrained models: non-commercial research use only"
 _IF_RELEASE = "https://github.com/deepinsight/insightface/releases/download/v0.7"
@@ -162,6 +162,65 @@ def missing_message(entries: list[WeightFile], root: Path) -> str:
     return "\n".join(lines)
 
 
+def bad_weights(path: str | os.PathLike, what: str, exc: BaseException | str) -> BadWeightsError:
+    """The error for a model file that is present but unusable: what it is, what it should be."""
+    path = Path(path)
+    size = f"{path.stat().st_size:,} bytes" if path.is_file() else "no file"
+    entry = next((e for e in REGISTRY.values() if path.as_posix().endswith(e.relpath)
+                  or path.name == e.filename), None)
+    official = ""
+    if entry is not None:
+        expected = f"{entry.size:,} bytes, " if entry.size else ""
+        official = f" The official file ({expected}{entry.url}) is expected there."
+    reason = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    return BadWeightsError(
+        f"{path} ({size}) is not usable as {what}: {reason}. It may be truncated, damaged or "
+        f"another file.{official} Check it with `python -m frontal_exp.weights verify`.",
+        reason=f"not {what} ({reason})",
+    )
+
+
+def load_torch_checkpoint(path: str | os.PathLike) -> dict:
+    """`torch.load(..., weights_only=True)` of a state-dict file (a checkpoint is data, never
+    code); `BadWeightsError` when it is not a readable checkpoint holding a dict."""
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle/zip/torch errors of many types
+        raise bad_weights(path, "a PyTorch checkpoint", exc) from exc
+    if not isinstance(obj, dict):
+        raise bad_weights(path, "a PyTorch checkpoint", f"holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def load_strict(module, state: dict, path: str | os.PathLike, what: str) -> None:
+    """`module.load_state_dict(state, strict=True)`; `BadWeightsError` naming the file when the
+    keys or shapes do not match the architecture."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        reason = " ".join(str(exc).split())  # the missing / unexpected keys, on one line
+        raise bad_weights(path, what, reason[:1000]) from exc
+
+
+def check_readable(path: Path) -> str | None:
+    """Why a present file cannot be loaded as what its suffix says (None when it can)."""
+    if path.suffix == ".pth":
+        try:
+            load_torch_checkpoint(path)
+        except BadWeightsError as exc:
+            return exc.reason
+    elif path.suffix == ".onnx":
+        import onnx
+
+        try:
+            onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # noqa: BLE001 - protobuf decode errors
+            return bad_weights(path, "an ONNX model", exc).reason
+    return None
+
+
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -170,13 +229,16 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def verify(entry: WeightFile, path: Path) -> list[str]:
-    """Problems with a present file (empty list when it matches what is known)."""
+def verify(entry: WeightFile, path: Path, load: bool = False) -> list[str]:
+    """Problems with a present file (empty list when it matches what is known); with `load`,
+    also whether it loads as the format its name says (a PyTorch checkpoint, an ONNX model)."""
     problems = []
     if entry.size is not None and path.stat().st_size != entry.size:
         problems.append(f"size {path.stat().st_size:,} != expected {entry.size:,}")
     if entry.sha256 is not None and sha256_of(path) != entry.sha256:
         problems.append("sha256 mismatch")
+    if load and not problems and (why := check_readable(path)):
+        problems.append(why)
     return problems
 
 
@@ -248,8 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "list":
             print(f"  present    {e.relpath:55s} {path.stat().st_size:,} bytes")
         else:
-            problems = verify(e, path)
-            print(f"  {'BAD' if problems else 'ok':10s} {e.relpath:55s} {'; '.join(problems)}")
+            problems = verify(e, path, load=True)
+            # "ok": matches the size / sha256 on record; "loads": nothing on record, but it loads
+            label = "BAD" if problems else "ok" if e.size or e.sha256 else "loads"
+            note = "; ".join(problems) or ("" if label == "ok" else "(no size or sha256 on record)")
+            print(f"  {label:10s} {e.relpath:55s} {note}")
             status = 1 if problems else status
     print(f"licences: {INSIGHTFACE_LICENCE}; see README for the others.")
     return status

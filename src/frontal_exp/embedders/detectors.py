@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from frontal_exp import weights
 from frontal_exp.embedders.base import Detector, Face
-from frontal_exp.embedders.models import file_fingerprint, resolve_model
-from frontal_exp.errors import MissingWeightsError
+from frontal_exp.embedders.models import file_fingerprint, load_insightface_model, resolve_model
 
 
 def onnx_providers(device: str = "auto") -> list:
@@ -54,15 +54,12 @@ class InsightFaceDetector(Detector):
         det_thresh: float = 0.5,
         device: str = "auto",
     ) -> None:
-        from insightface.model_zoo import get_model
-
         self.model_path = resolve_model(model, models_dir)
         self.det_size = det_size
         self.min_det_size = min_det_size
         self.det_thresh = det_thresh
-        self._model = get_model(str(self.model_path), providers=onnx_providers(device))
-        if self._model is None or not hasattr(self._model, "detect"):
-            raise MissingWeightsError(f"{self.model_path} is not an insightface-format detector")
+        self._model = load_insightface_model(self.model_path, onnx_providers(device), "detect",
+                                             "an insightface-format face detector")
         # ctx_id < 0 would force the CPU; >= 0 keeps the providers chosen above
         self._model.prepare(ctx_id=-1 if device == "cpu" else 0, det_thresh=det_thresh,
                             input_size=(det_size, det_size))
@@ -111,10 +108,10 @@ class RetinaFaceDetector(Detector):
 
         self.device = torch.device(torch_device(device))
         net = RetinaFace(network_name="resnet50", half=False, phase="test", device=self.device)
-        state = torch.load(self.model_path, map_location="cpu", weights_only=True)
+        state = weights.load_torch_checkpoint(self.model_path)
         # checkpoints saved from DataParallel carry a "module." prefix
         state = {k.removeprefix("module."): v for k, v in state.items()}
-        net.load_state_dict(state, strict=True)
+        weights.load_strict(net, state, self.model_path, "a RetinaFace-ResNet50 checkpoint")
         self._net = net.to(self.device).eval()
         self.name = "retinaface_r50"
         self._fingerprint = file_fingerprint(self.model_path)

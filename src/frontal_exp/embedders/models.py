@@ -32,6 +32,20 @@ def resolve_model(spec: str, models_dir: str | None = None) -> Path:
     return path
 
 
+def load_insightface_model(path: Path, providers: list, needs: str, what: str):
+    """An insightface model_zoo model from an ONNX file; `BadWeightsError` when the file does
+    not load, or is not `what` (lacks the method `needs`, e.g. a detector given as recognizer)."""
+    from insightface.model_zoo import get_model
+
+    try:
+        model = get_model(str(path), providers=providers)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime / protobuf errors of several types
+        raise weights.bad_weights(path, what, exc) from exc
+    if model is None or not hasattr(model, needs):
+        raise weights.bad_weights(path, what, "its inputs and outputs are not those of one")
+    return model
+
+
 def file_fingerprint(path: Path) -> str:
     """Short content hash of a model file, so cached embeddings follow the weights."""
     h = hashlib.sha1()

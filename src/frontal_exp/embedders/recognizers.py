@@ -8,8 +8,7 @@ import numpy as np
 
 from frontal_exp.embedders.base import Recognizer, l2_normalize
 from frontal_exp.embedders.detectors import onnx_providers
-from frontal_exp.embedders.models import file_fingerprint, resolve_model
-from frontal_exp.errors import MissingWeightsError
+from frontal_exp.embedders.models import file_fingerprint, load_insightface_model, resolve_model
 
 
 class ArcFaceRecognizer(Recognizer):
@@ -22,13 +21,10 @@ class ArcFaceRecognizer(Recognizer):
         batch_size: int = 32,
         device: str = "auto",
     ) -> None:
-        from insightface.model_zoo import get_model
-
         self.model_path = resolve_model(model, models_dir)
         self.batch_size = batch_size
-        self._model = get_model(str(self.model_path), providers=onnx_providers(device))
-        if self._model is None or not hasattr(self._model, "get_feat"):
-            raise MissingWeightsError(f"{self.model_path} is not an insightface-format recognizer")
+        self._model = load_insightface_model(self.model_path, onnx_providers(device), "get_feat",
+                                             "an insightface-format face recognizer")
         self.input_size = int(self._model.input_size[0])
         # Models exported with a fixed batch of 1 cannot take a stacked batch.
         shape = self._model.session.get_inputs()[0].shape

@@ -56,9 +56,7 @@ def build_gfpgan_net(channel_multiplier: int = 2) -> torch.nn.Module:
 
 
 def _load_state(path: Path) -> dict:
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = weights.load_torch_checkpoint(path)
     # official GFPGAN files hold the EMA weights under params_ema (training ones: params)
     for key in ("params_ema", "params"):
         if isinstance(state, dict) and key in state:
@@ -167,7 +165,8 @@ class GFPGANEnhancer(Enhancer):
                 from facexlib.parsing.parsenet import ParseNet
 
                 parser = ParseNet(in_size=FACE_SIZE, out_size=FACE_SIZE, parsing_ch=19)
-                parser.load_state_dict(_load_state(self._parsing_path), strict=True)
+                weights.load_strict(parser, _load_state(self._parsing_path), self._parsing_path,
+                                    "facexlib's ParseNet")
                 self._parser = parser.eval().to(self.device_used)
             self._detector = build_detector(self.face_detector, self.models_dir,
                                             self.det_thresh, self.device_used)
@@ -176,7 +175,8 @@ class GFPGANEnhancer(Enhancer):
         with self._lock:
             if self._net is None:
                 net = build_gfpgan_net()
-                net.load_state_dict(_load_state(self._model_path), strict=True)
+                weights.load_strict(net, _load_state(self._model_path), self._model_path,
+                                    f"a GFPGAN v{self.version} checkpoint")
                 self._net = net.eval().to(self.device_used)
             return self._net
 

@@ -47,19 +47,8 @@ def _strip_ddp(state: dict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]
     )
 
 
-def _load_file(path: Path) -> dict:
-    # weights_only: a checkpoint is data, never code
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state_dict, got {type(obj).__name__}")
-    return obj
-
-
 def _load_strict(module: nn.Module, state: dict, path: Path) -> None:
-    try:
-        module.load_state_dict(_strip_ddp(state), strict=True)
-    except RuntimeError as exc:
-        raise ValueError(f"{path} does not match LivePortrait's architecture: {exc}") from exc
+    weights.load_strict(module, _strip_ddp(state), path, "a LivePortrait checkpoint for this module")
 
 
 def load_networks(models_dir: str | os.PathLike | None = None) -> LivePortraitNetworks:
@@ -67,11 +56,12 @@ def load_networks(models_dir: str | os.PathLike | None = None) -> LivePortraitNe
     paths = resolve_all(models_dir)
     nets = build_networks()
     for attr, rel in BASE_FILES.items():
-        _load_strict(getattr(nets, attr), _load_file(paths[rel]), paths[rel])
-    retarget = _load_file(paths[RETARGETING_FILE])
+        _load_strict(getattr(nets, attr), weights.load_torch_checkpoint(paths[rel]), paths[rel])
+    retarget = weights.load_torch_checkpoint(paths[RETARGETING_FILE])
     for attr, key in RETARGETING_KEYS.items():
         if key not in retarget:
-            raise ValueError(f"{paths[RETARGETING_FILE]}: no {key!r} entry (has {sorted(retarget)})")
+            raise weights.bad_weights(paths[RETARGETING_FILE], "LivePortrait's retargeting file",
+                                      f"no {key!r} entry (has {sorted(retarget)})")
         _load_strict(
             getattr(nets.stitching_retargeting_module, attr), retarget[key], paths[RETARGETING_FILE]
         )
