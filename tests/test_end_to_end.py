@@ -128,6 +128,20 @@ def test_parallel_sweep_with_joblib_launcher(tmp_path):
     check_sweep(out_root, 2)
 
 
+def test_sweep_jobs_as_submitit_processes(tmp_path):
+    """The cluster path: jobs pickled and run by submitit in their own processes (the
+    `submitit_local` launcher stands in for `submitit_slurm`), finding their parent run
+    through the sweep folder."""
+    out_root = tmp_path / "outputs"
+    proc = run_cli([*SWEEP_ARGS, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                    f"output_root={out_root}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Submitit 'local' sweep" in proc.stdout + proc.stderr
+    check_sweep(out_root, 2)
+    # each job ran in a submitit process, which leaves its own logs in the job folder
+    assert len(list(out_root.glob("multirun/*/.submitit/*/*_result.pkl"))) == 2
+
+
 def test_cli_reports_config_errors_clearly(tmp_path):
     proc = run_cli(["dataset=folder", f"output_root={tmp_path}"], cwd=tmp_path)
     assert proc.returncode != 0
