@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from pathlib import Path
 
 import cv2
@@ -28,9 +29,11 @@ def short_hash(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary name unique across threads, processes and machines (a cache on
+    shared storage), then rename: readers see the whole file or none."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
 
@@ -43,7 +46,7 @@ class EmbeddingCache:
         self.hits = 0
         self.misses = 0
         self.root.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.root / "KEY.txt", embedder_key.encode())
+        atomic_write(self.root / "KEY.txt", embedder_key.encode())
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npz"
@@ -75,7 +78,7 @@ class EmbeddingCache:
                      kps=value.face.kps, score=value.face.det_score)
         else:
             np.savez(buf, ok=False, reason=value.reason)
-        _atomic_write(self._path(key), buf.getvalue())
+        atomic_write(self._path(key), buf.getvalue())
 
 
 class ImageCache:
@@ -86,7 +89,7 @@ class ImageCache:
         self.hits = 0
         self.misses = 0
         self.root.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.root / "KEY.txt", stage_key.encode())
+        atomic_write(self.root / "KEY.txt", stage_key.encode())
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.png"
@@ -103,11 +106,11 @@ class ImageCache:
     def put(self, key: str, image: np.ndarray) -> None:
         ok, buf = cv2.imencode(".png", image)
         if ok:
-            _atomic_write(self.path(key), buf.tobytes())
+            atomic_write(self.path(key), buf.tobytes())
 
     def put_failure(self, key: str, reason: str) -> None:
         """Remember that the stage failed on this input, so a re-run does not retry it."""
-        _atomic_write(self.path(key).with_suffix(".fail"), reason.encode())
+        atomic_write(self.path(key).with_suffix(".fail"), reason.encode())
 
     def get_failure(self, key: str) -> str | None:
         path = self.path(key).with_suffix(".fail")

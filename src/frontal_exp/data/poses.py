@@ -8,6 +8,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from frontal_exp.cache import atomic_write
 from frontal_exp.errors import BadImageError
 from frontal_exp.images import read_image
 
@@ -57,8 +58,5 @@ def estimate_poses(
         value = None if pose is None else [pose.yaw, pose.pitch, pose.roll]
         out[path] = None if value is None else tuple(value)
         if entry is not None:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(value))
-            tmp.replace(entry)
+            atomic_write(entry, json.dumps(value).encode())
     return out
