@@ -249,3 +249,50 @@ def test_gfpgan_sweep_from_the_command_line(gfpgan_models, tmp_path):
         m = c.data.metrics
         assert m["n_items"] == 1 and m["n"] + m["not_paired"] == 1 and m["enhance_failed"] == 0
         assert "figures/triplets.png" in artifact_paths(client, c.info.run_id)
+
+
+@pytest.fixture()
+def damaged_gfpgan_models(gfpgan_models, tmp_path) -> Path:
+    """The registry layout with a truncated GFPGANv1.4.pth (an interrupted download)."""
+    root = tmp_path / "models"
+    for sub in ("gfpgan", "facexlib"):
+        (root / sub).mkdir(parents=True)
+        for f in (gfpgan_models / sub).iterdir():
+            (root / sub / f.name).symlink_to(f)
+    (root / "gfpgan/GFPGANv1.4.pth").unlink()
+    (root / "gfpgan/GFPGANv1.4.pth").write_bytes((gfpgan_models / "gfpgan/GFPGANv1.4.pth").read_bytes()[:4096])
+    return root
+
+
+def test_a_damaged_checkpoint_stops_the_run_after_one_load(make_cfg, damaged_gfpgan_models, tmp_path, monkeypatch):
+    """Not one load attempt per image (the batch fallback) and not 'every item failed': the
+    first load names the file and stops the run."""
+    from frontal_exp import weights
+    from frontal_exp.errors import BadWeightsError
+    from frontal_exp.evaluation import evaluate
+
+    loads = []
+    real_load = weights.load_torch_checkpoint
+    monkeypatch.setattr(weights, "load_torch_checkpoint", lambda p: loads.append(p) or real_load(p))
+    cfg = make_cfg("enhancer=gfpgan", "enhancer.face_detector=scrfd500m", "model=identity", "dataset.limit=3",
+                   "tracking.enabled=false", f"models_dir={damaged_gfpgan_models}", "device=cpu",
+                   output_root=tmp_path / "o")
+    with pytest.raises(BadWeightsError, match=r"(?s)GFPGANv1.4.pth \(4,096 bytes\).*348,632,874 bytes"):
+        evaluate(cfg)
+    assert [Path(p).name for p in loads].count("GFPGANv1.4.pth") == 1
+
+
+def test_infer_stops_on_a_damaged_checkpoint(damaged_gfpgan_models, astronaut, tmp_path, capsys):
+    import cv2
+
+    from frontal_exp.infer import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(src / name), astronaut)
+    code = main(["--source_dir", str(src), "-o", str(tmp_path / "out"), "enhancer=gfpgan",
+                 "enhancer.face_detector=scrfd500m", f"models_dir={damaged_gfpgan_models}", "device=cpu"])
+    assert code == 2
+    assert "BadWeightsError" in capsys.readouterr().err
+    assert not list((tmp_path / "out").glob("*.png"))

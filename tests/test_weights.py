@@ -120,3 +120,21 @@ def test_load_torch_checkpoint_errors_name_the_file_and_the_source(tmp_path):
     torch.save([1, 2], path)
     with pytest.raises(BadWeightsError, match="not a state dict"):
         weights.load_torch_checkpoint(path)
+
+
+def test_load_strict_strips_a_prefix_and_refuses_what_does_not_fit(tmp_path):
+    import torch
+
+    from frontal_exp.errors import BadWeightsError
+
+    net = torch.nn.Linear(2, 3)
+    path = tmp_path / "parsing_parsenet.pth"
+    state = {f"module.{k}": v + 1 for k, v in net.state_dict().items()}
+    weights.load_strict(net, state, path, "a test net", strip_prefix="module.")
+    assert torch.equal(net.weight, state["module.weight"])
+    with pytest.raises(BadWeightsError, match=r"not usable as a test net.*Missing key.*bias"):
+        weights.load_strict(net, {"weight": net.weight}, path, "a test net")
+    with pytest.raises(BadWeightsError, match="holds a list where a state dict belongs"):
+        weights.load_strict(net, [1], path, "a test net")
+    with pytest.raises(BadWeightsError, match="size mismatch"):
+        weights.load_strict(torch.nn.Linear(2, 4), dict(net.state_dict()), path, "a test net")

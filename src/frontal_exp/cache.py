@@ -34,8 +34,12 @@ def atomic_write(path: Path, data: bytes) -> None:
     shared storage), then rename: readers see the whole file or none."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or Ctrl-C leaves no stray temporary file
+        raise
 
 
 class EmbeddingCache:

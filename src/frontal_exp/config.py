@@ -93,10 +93,9 @@ def _schema_type(hint: Any) -> Any:
 
 
 def _parameters(target: Any) -> tuple[dict[str, inspect.Parameter], bool, dict[str, Any]]:
-    if inspect.isclass(target) and target.__init__ is object.__init__:
-        return {}, False, {}  # no constructor of its own: takes no parameters
+    # the signature of the class itself: (), for a class with no constructor of its own
+    sig = inspect.signature(target)
     fn = target.__init__ if inspect.isclass(target) else target
-    sig = inspect.signature(fn)
     try:
         hints = typing.get_type_hints(fn)
     except Exception:  # noqa: BLE001 - unresolvable hints only weaken type checking

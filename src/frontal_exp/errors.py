@@ -7,11 +7,16 @@ class FrontalExpError(Exception):
     """Base class of every error frontal_exp raises on purpose."""
 
 
-class MissingWeightsError(FrontalExpError):
+class ModelFileError(FrontalExpError):
+    """A model file is missing or unusable. Every item would fail the same way, so the run
+    stops instead of recording it per item."""
+
+
+class MissingWeightsError(ModelFileError):
     """A model file that frontal_exp cannot download here is not on disk."""
 
 
-class BadWeightsError(FrontalExpError):
+class BadWeightsError(ModelFileError):
     """A model file is on disk but cannot be used: truncated, corrupt, or not the expected model."""
 
     def __init__(self, message: str, reason: str = "") -> None:

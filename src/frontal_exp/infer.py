@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 
 from frontal_exp.app import CONFIG_DIR, check_config_dir
 from frontal_exp.config import instantiate_checked, register_configs
-from frontal_exp.errors import FrontalExpError
+from frontal_exp.errors import FrontalExpError, ModelFileError
 from frontal_exp.images import read_image, write_image
 
 
@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             out = enhancer(out, image)
             write_image(dst, out)
             done += 1
+        except ModelFileError as exc:  # models load on first use; without them nothing can run
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
             skipped.append((str(rel), f"{type(exc).__name__}: {exc}"))
     with open(args.output_dir / "skipped.csv", "w", newline="") as f:

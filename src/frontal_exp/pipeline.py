@@ -24,7 +24,7 @@ from frontal_exp.cache import EmbeddingCache, ImageCache, pixel_hash
 from frontal_exp.data.base import Item
 from frontal_exp.embedders.embedder import FaceEmbedder, FaceEmbedding
 from frontal_exp.enhancers.base import Enhancer
-from frontal_exp.errors import BadImageError, BadWeightsError, FrontalExpError, MissingWeightsError
+from frontal_exp.errors import BadImageError, FrontalExpError, ModelFileError
 from frontal_exp.frontalizers.base import Frontalizer
 from frontal_exp.images import read_image
 
@@ -223,7 +223,7 @@ class EvaluationPipeline:
         mesh) are remembered so a re-run skips them; anything else is logged, counted and
         retried next time. A model file that is missing or unusable stops the run: every
         item would fail the same way."""
-        if isinstance(exc, MissingWeightsError | BadWeightsError):
+        if isinstance(exc, ModelFileError):
             raise exc
         if isinstance(exc, FrontalExpError):
             reason = f"{stage}_failed: {type(exc).__name__}: {exc}"
@@ -276,11 +276,15 @@ class EvaluationPipeline:
             idx = sorted(need_enhance)
             try:
                 enhanced = self.enhancer.enhance_batch([frontals[i] for i in idx], [angles[i] for i in idx])
+            except ModelFileError:
+                raise
             except Exception:  # noqa: BLE001 - fall back to one by one, to blame one image
                 enhanced = []
                 for i in idx:
                     try:
                         enhanced.append(self.enhancer(frontals[i], angles[i]))
+                    except ModelFileError:
+                        raise
                     except Exception as exc:  # noqa: BLE001 - recorded per item
                         enhanced.append(exc)
             self.counts["enhanced_computed"] += len(idx)

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,12 +195,16 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict:
     return obj
 
 
-def load_strict(module, state: dict, path: str | os.PathLike, what: str) -> None:
-    """`module.load_state_dict(state, strict=True)`; `BadWeightsError` naming the file when the
-    keys or shapes do not match the architecture."""
+def load_strict(module, state: object, path: str | os.PathLike, what: str, strip_prefix: str = "") -> None:
+    """`module.load_state_dict(state, strict=True)`, with `strip_prefix` (e.g. DataParallel's
+    "module.") removed from the keys; `BadWeightsError` naming the file when `state` is not a
+    state dict or its keys or shapes do not match the architecture."""
+    if not isinstance(state, Mapping):
+        raise bad_weights(path, what, f"holds a {type(state).__name__} where a state dict belongs")
+    state = {(k.removeprefix(strip_prefix) if strip_prefix else k): v for k, v in state.items()}
     try:
         module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError) as exc:
         reason = " ".join(str(exc).split())  # the missing / unexpected keys, on one line
         raise bad_weights(path, what, reason[:1000]) from exc
 

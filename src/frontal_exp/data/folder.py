@@ -101,7 +101,8 @@ class FolderDataset(Dataset):
         visited in a seeded random order; the first visit to a person estimates the poses of
         their photos and picks the GT, and each slot takes one of their other photos. People
         without a GT give no items (and are recorded), so the draw goes on until `limit`
-        items are found. On LFW this turns minutes of pose estimation into seconds.
+        items are found. Only the people visited are examined, so `skipped` lists the
+        people without a GT among those, and depends on `limit` and `seed`.
         """
         from frontal_exp.data.poses import estimate_poses
 

@@ -108,10 +108,9 @@ class RetinaFaceDetector(Detector):
 
         self.device = torch.device(torch_device(device))
         net = RetinaFace(network_name="resnet50", half=False, phase="test", device=self.device)
-        state = weights.load_torch_checkpoint(self.model_path)
         # checkpoints saved from DataParallel carry a "module." prefix
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        weights.load_strict(net, state, self.model_path, "a RetinaFace-ResNet50 checkpoint")
+        weights.load_strict(net, weights.load_torch_checkpoint(self.model_path), self.model_path,
+                            "a RetinaFace-ResNet50 checkpoint", strip_prefix="module.")
         self._net = net.to(self.device).eval()
         self.name = "retinaface_r50"
         self._fingerprint = file_fingerprint(self.model_path)

@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from frontal_exp.errors import ModelFileError
+
 
 class Frontalizer(ABC):
     """Turns a face photo (BGR uint8, HxWx3) into the same person seen from the front.
@@ -23,7 +25,8 @@ class Frontalizer(ABC):
         """Frontalize one BGR uint8 image."""
 
     def frontalize_batch(self, images: list[np.ndarray]) -> list[np.ndarray | Exception]:
-        """Frontalize several images; a failure is returned in place, never raised.
+        """Frontalize several images; a failure is returned in place, never raised, except a
+        missing or unusable model file (`ModelFileError`), which stops the run.
 
         Models that batch on a GPU override this; the default loops.
         """
@@ -31,6 +34,8 @@ class Frontalizer(ABC):
         for image in images:
             try:
                 out.append(self(image))
+            except ModelFileError:
+                raise
             except Exception as exc:  # noqa: BLE001 - recorded per item by the caller
                 out.append(exc)
         return out

@@ -41,14 +41,8 @@ def resolve_all(models_dir: str | os.PathLike | None) -> dict[str, Path]:
     return weights.resolve_all(ALL_FILES, models_dir)
 
 
-def _strip_ddp(state: dict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
-    return OrderedDict(
-        (k[len(_DDP_PREFIX):] if k.startswith(_DDP_PREFIX) else k, v) for k, v in state.items()
-    )
-
-
 def _load_strict(module: nn.Module, state: dict, path: Path) -> None:
-    weights.load_strict(module, _strip_ddp(state), path, "a LivePortrait checkpoint for this module")
+    weights.load_strict(module, state, path, "a LivePortrait checkpoint for this module", strip_prefix=_DDP_PREFIX)
 
 
 def load_networks(models_dir: str | os.PathLike | None = None) -> LivePortraitNetworks:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from frontal_exp.devices import torch_device
-from frontal_exp.errors import ConfigError
+from frontal_exp.errors import ConfigError, ModelFileError
 from frontal_exp.frontalizers.base import Frontalizer
 
 from . import checkpoints
@@ -214,6 +214,8 @@ class LivePortraitFrontalizer(Frontalizer):
                 faces = self.frontalize_crops([c for _, c in chunk])
                 for (i, crop), face in zip(chunk, faces, strict=True):
                     out[i] = self._finish(images[i], crop, face)
+            except ModelFileError:
+                raise  # the checkpoints: every chunk would fail the same way
             except Exception as exc:  # noqa: BLE001
                 for i, _ in chunk:
                     out[i] = exc
