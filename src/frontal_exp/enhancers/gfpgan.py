@@ -59,7 +59,7 @@ def _load_state(path: Path) -> dict:
     state = weights.load_torch_checkpoint(path)
     # official GFPGAN files hold the EMA weights under params_ema (training ones: params)
     for key in ("params_ema", "params"):
-        if isinstance(state, dict) and key in state:
+        if key in state:
             return state[key]
     return state
 
