@@ -107,3 +107,77 @@ def identity_tree(tmp_path_factory, package_photos, embedder) -> Path:
         small = cv2.resize(crop, (120, 120), interpolation=cv2.INTER_AREA)
         write_image(root / name / "small.jpg", small)
     return root
+
+
+# -- model files in the official formats (random init of the real architectures) -------------
+
+
+@pytest.fixture(scope="session")
+def gfpgan_models(tmp_path_factory) -> Path:
+    """A models dir laid out like the registry, holding randomly initialised official-format files:
+    GFPGANv1Clean under `params_ema`, RetinaFace-R50 with DataParallel's "module." keys (as
+    facexlib publishes it) and ParseNet as a plain state dict."""
+    import torch
+    from facexlib.detection.retinaface import RetinaFace
+    from facexlib.parsing.parsenet import ParseNet
+
+    from frontal_exp.enhancers.gfpgan import build_gfpgan_net
+
+    root = tmp_path_factory.mktemp("models")
+    (root / "gfpgan").mkdir()
+    (root / "facexlib").mkdir()
+    torch.manual_seed(0)
+    torch.save({"params_ema": build_gfpgan_net().state_dict()}, root / "gfpgan/GFPGANv1.4.pth")
+    # v1.3 has the same architecture; one random file serves both
+    os.link(root / "gfpgan/GFPGANv1.4.pth", root / "gfpgan/GFPGANv1.3.pth")
+    det = RetinaFace(network_name="resnet50", half=False, phase="test", device="cpu")
+    torch.save({f"module.{k}": v for k, v in det.state_dict().items()},
+               root / "facexlib/detection_Resnet50_Final.pth")
+    torch.save(ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict(),
+               root / "facexlib/parsing_parsenet.pth")
+    return root
+
+
+@pytest.fixture(scope="session")
+def lp_random(tmp_path_factory):
+    """LivePortrait's random-init networks saved once in the official layout; (models_dir, state dicts)."""
+    import torch
+
+    from frontal_exp.frontalizers.liveportrait import checkpoints
+    from frontal_exp.frontalizers.liveportrait.modules import build_networks, randomize_
+
+    nets = build_networks()
+    gen = torch.Generator().manual_seed(0)
+    for module in nets.modules().values():
+        randomize_(module, gen)
+    root = tmp_path_factory.mktemp("lp_models")
+    checkpoints.save_networks(nets, root)
+    states = {name: m.state_dict() for name, m in nets.modules().items()}
+    return root, states
+
+
+@pytest.fixture(scope="session")
+def official_models(tmp_path_factory, gfpgan_models, lp_random) -> Path:
+    """One models dir holding every file of the weights registry in its official format:
+    the GFPGAN / facexlib and LivePortrait files above (hard links, no copies), and the
+    insightface packs made of the embedded SCRFD-500M graph (same family as det_10g and
+    scrfd_10g) and tiny ArcFace-signature recognizers."""
+    import shutil
+
+    from frontal_exp import weights
+    from frontal_exp.embedders.packaged import packaged_model_path
+    from tests.test_embedders import tiny_arcface_onnx
+
+    root = tmp_path_factory.mktemp("official_models")
+    for source in (gfpgan_models, lp_random[0]):
+        for f in (f for f in source.rglob("*") if f.is_file()):
+            target = root / f.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(f, target)
+    for pack, det, rec in (("buffalo_l", "det_10g.onnx", "w600k_r50.onnx"),
+                           ("antelopev2", "scrfd_10g_bnkps.onnx", "glintr100.onnx")):
+        (root / pack).mkdir()
+        shutil.copy(packaged_model_path("scrfd_500m_bnkps.onnx"), root / pack / det)
+        tiny_arcface_onnx(root / pack / rec)
+    weights.resolve_all(list(weights.REGISTRY), root)  # every registry file is there
+    return root

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,35 +10,58 @@ from omegaconf import OmegaConf
 
 from frontal_exp.app import CONFIG_DIR
 from frontal_exp.config import GROUPS, check_node, instantiate_checked
-from frontal_exp.embedders.packaged import packaged_model_path
-from frontal_exp.errors import ConfigError, MissingWeightsError
+from frontal_exp.errors import ConfigError
 
 OPTIONS = {g: sorted(p.stem for p in (Path(CONFIG_DIR) / g).glob("*.yaml")) for g in GROUPS}
 CASES = [(g, o) for g in GROUPS for o in OPTIONS[g]]
+#: options built from official model files that the user supplies under `models_dir`
+WEIGHTED = {("embedder", o) for o in ("retina_r100", "retina_r50", "scrfd_r100", "scrfd_r50")} | {
+    ("model", "liveportrait"),
+    *(("enhancer", o) for o in ("gfpgan", "gfpgan_v13", "gfpgan_face", "gfpgan_corrections")),
+}
 
 
 @pytest.fixture(scope="module")
-def embedder_models(tmp_path_factory) -> Path:
-    """Every embedder file of the registry, made by the tests (no downloads)."""
-    import torch
-    from facexlib.detection.retinaface import RetinaFace
+def dataset_roots(tmp_path_factory) -> dict[str, Path]:
+    """Tiny made-up trees in each dataset's layout (one frame or two photos each)."""
+    import cv2
+    import numpy as np
 
-    from tests.test_embedders import tiny_arcface_onnx
+    root = tmp_path_factory.mktemp("datasets")
+    img = np.full((32, 32, 3), 128, np.uint8)
+    files = {
+        "biwi": ["01/frame_00003_rgb.png"],
+        "lfw": ["Ann_Smith/Ann_Smith_0001.jpg", "Ann_Smith/Ann_Smith_0002.jpg"],
+        "folder": ["ann/ann_frontal.jpg", "ann/side.jpg"],
+    }
+    for name, paths in files.items():
+        for rel in paths:
+            (root / name / rel).parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / name / rel), img)
+    (root / "biwi/01/frame_00003_pose.txt").write_text("1 0 0\n0 1 0\n0 0 1\n\n0 0 900\n")
+    return {name: root / name for name in files}
 
-    root = tmp_path_factory.mktemp("models")
-    for pack, det, rec in (("buffalo_l", "det_10g.onnx", "w600k_r50.onnx"),
-                           ("antelopev2", "scrfd_10g_bnkps.onnx", "glintr100.onnx")):
-        (root / pack).mkdir()
-        shutil.copy(packaged_model_path("scrfd_500m_bnkps.onnx"), root / pack / det)
-        tiny_arcface_onnx(root / pack / rec)
-    (root / "facexlib").mkdir()
-    net = RetinaFace(network_name="resnet50", half=False, phase="test", device="cpu")
-    torch.save({f"module.{k}": v for k, v in net.state_dict().items()},
-               root / "facexlib" / "detection_Resnet50_Final.pth")
-    return root
+
+@pytest.fixture
+def resolved_model_files(monkeypatch, tmp_path) -> list[Path]:
+    """Every registry file resolved while the test runs; the default models dir is empty, so
+    an option that does not pass `models_dir` on cannot find its files elsewhere."""
+    from frontal_exp import weights
+
+    monkeypatch.setenv("FRONTAL_EXP_MODELS", str(tmp_path / "default_models_dir"))
+    found: list[Path] = []
+    resolve = weights.resolve
+
+    def spy(relpath, models_dir=None):
+        found.append(resolve(relpath, models_dir))
+        return found[-1]
+
+    monkeypatch.setattr(weights, "resolve", spy)
+    return found
 
 
 def test_groups_have_the_options_the_study_needs():
+    assert set(CASES) >= WEIGHTED
     assert {"demo", "biwi", "lfw", "folder"} <= set(OPTIONS["dataset"])
     assert {"scrfd500m_mbf", "retina_r100", "retina_r50", "scrfd_r100", "scrfd_r50"} <= set(OPTIONS["embedder"])
     assert {"identity", "mesh3d"} <= set(OPTIONS["model"])
@@ -47,23 +69,29 @@ def test_groups_have_the_options_the_study_needs():
 
 
 @pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])
-def test_every_option_composes_and_instantiates(group, option, make_cfg, embedder_models, tmp_path):
-    overrides = [f"{group}={option}", f"models_dir={embedder_models}", "device=cpu"]
-    if group == "dataset" and option in ("biwi", "lfw", "folder"):
-        overrides.append(f"dataset.root={tmp_path}")
+def test_every_option_composes_and_instantiates(group, option, make_cfg, official_models, dataset_roots,
+                                                resolved_model_files):
+    """Each option builds, the weighted ones from official-format files in `models_dir`
+    (a missing file is a failure here, never a pass)."""
+    from hydra.utils import get_object
+
+    overrides = [f"{group}={option}", f"models_dir={official_models}", "device=cpu"]
+    if group == "dataset" and option in dataset_roots:
+        overrides.append(f"dataset.root={dataset_roots[option]}")
     cfg = make_cfg(*overrides)
     node = cfg[group]
     check_node(OmegaConf.create(OmegaConf.to_container(node, resolve=True)), group)
-    try:
-        obj = instantiate_checked(node, group)
-    except MissingWeightsError as exc:
-        # options whose official weights the user supplies say what is missing and where to get it
-        assert group in ("model", "enhancer"), f"{group}={option} should build from the test models"
-        assert "http" in str(exc) and "python -m frontal_exp.weights" in str(exc)
-        return
-    assert obj is not None
+    obj = instantiate_checked(node, group)
+    assert isinstance(obj, get_object(node._target_))
+    # weighted options take their files from models_dir (here official-format ones), the others none
+    assert bool(resolved_model_files) == ((group, option) in WEIGHTED), resolved_model_files
+    assert all(official_models in path.parents for path in resolved_model_files), resolved_model_files
     if group == "embedder":
         assert obj.name == option
+        for part in (obj.detector, obj.recognizer):
+            assert part.model_path.is_file()
+    if group == "dataset" and option in dataset_roots:
+        assert obj.root == str(dataset_roots[option])
 
 
 def test_unknown_key_in_an_option_lists_valid_parameters():

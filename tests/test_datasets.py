@@ -3,39 +3,66 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from frontal_exp.data.biwi import BiwiDataset, angles_from_rotation
 from frontal_exp.data.folder import FolderDataset, LfwDataset
 from frontal_exp.errors import ConfigError, DatasetError
+from frontal_exp.face3d.pose import rotation_from_euler
 
 
-def rotation_from_angles(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """Inverse of angles_from_rotation: the head rotation R = Rz(-roll) Ry(yaw) Rx(pitch)."""
-    y, p, r = (math.radians(v) for v in (yaw, pitch, -roll))
-    rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
-    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
-    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
-    return rz @ ry @ rx
+def biwi_pose_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """The matrix a BIWI `frame_XXXXX_pose.txt` holds (row by row) for a pose in this project's
+    convention (face3d.pose: yaw > 0 nose to the image's right, pitch > 0 nose up, roll > 0
+    clockwise on screen), built with scipy, not with the loader's formula.
+
+    It maps head to camera coordinates (x to the image's right, y down, z away from the
+    camera; at all zero the head looks into the camera): roll about the camera's z axis
+    first, then yaw about y, then pitch about x. Its transpose is the matrix Hopenet and
+    FSA-Net decompose, whose yaw is the opposite of ours.
+    """
+    return Rotation.from_euler("zyx", [roll, -yaw, -pitch], degrees=True).as_matrix()
 
 
-@pytest.mark.parametrize("angles", [(0, 0, 0), (30, 0, 0), (-45, 10, 5), (20, -30, -10)])
-def test_angles_from_rotation_round_trip(angles):
-    got = angles_from_rotation(rotation_from_angles(*angles))
-    assert got == pytest.approx(angles, abs=1e-6)
+def pose_file_text(matrix: np.ndarray, translation=(12.0, -30.5, 950.1)) -> str:
+    """A pose file as BIWI writes it: the 3x3 matrix row by row, a blank line, the head centre."""
+    rows = "\n".join(" ".join(repr(float(v)) for v in row) for row in matrix)
+    return rows + "\n\n" + " ".join(str(v) for v in translation) + "\n"
 
 
-def test_yaw_sign_follows_the_project_convention():
-    """BIWI yaw is the literature's reading with the sign flipped (project: nose to the image's
-    right is positive)."""
-    r = rotation_from_angles(30, 0, 0)
-    # the literature's reading of this matrix (Hopenet / FSA-Net) gives the opposite sign
-    lit_yaw = -math.degrees(math.atan2(-r[2, 0], math.hypot(r[2, 1], r[2, 2])))
-    assert angles_from_rotation(r)[0] == pytest.approx(-lit_yaw)
+@pytest.mark.parametrize("pose", [(30, 0, 0), (0, 20, 0), (0, 0, 12), (30, 10, -5), (-45, 25, 8)])
+def test_biwi_matrix_construction_means_what_the_convention_says(pose):
+    """The test's matrices, checked on geometry: where the nose and the top of the head point."""
+    yaw, pitch, roll = pose
+    m = biwi_pose_matrix(*pose)
+    nose, top = m @ [0.0, 0.0, -1.0], m @ [0.0, -1.0, 0.0]
+    assert math.degrees(math.asin(nose[0])) == pytest.approx(yaw)  # > 0: to the image's right
+    assert np.sign(-nose[1]) == np.sign(pitch)  # y grows downward: > 0 is up
+    if yaw == pitch == 0:
+        assert math.degrees(math.atan2(top[0], -top[1])) == pytest.approx(roll)  # > 0: clockwise
+        # single-axis poses are the project's HeadPose rotations exactly (the Euler orders differ)
+        assert np.allclose(m, rotation_from_euler(yaw, pitch, roll), atol=1e-12)
+
+
+@pytest.mark.parametrize("pose", [(30, 0, 0), (-30, 0, 0), (0, 20, 0), (0, 0, 12), (30, 10, -5), (-45, 25, 8)])
+def test_biwi_loader_reads_known_poses(tmp_path, pose):
+    """A pose file holding a known rotation reads back as that pose; yaw and pitch both set,
+    so a transposed matrix or swapped axes cannot pass."""
+    seq = tmp_path / "01"
+    seq.mkdir()
+    img = np.full((48, 64, 3), 128, np.uint8)
+    for number, angles in ((0, (0.0, 0.0, 0.0)), (1, pose)):
+        cv2.imwrite(str(seq / f"frame_{number:05d}_rgb.png"), img)
+        (seq / f"frame_{number:05d}_pose.txt").write_text(pose_file_text(biwi_pose_matrix(*angles)))
+    item, = BiwiDataset(root=str(tmp_path), min_yaw=0, min_pitch=0, frame_stride=1).load().items
+    assert item.item_id == "01/frame_00001_rgb"
+    assert (item.yaw, item.pitch, item.roll) == pytest.approx(pose, abs=1e-6)
 
 
 def write_biwi(root: Path, frames: dict[str, list[tuple[int, float, float]]], rgb_cal: bool = False) -> None:
@@ -45,9 +72,7 @@ def write_biwi(root: Path, frames: dict[str, list[tuple[int, float, float]]], rg
         d.mkdir(parents=True)
         for number, yaw, pitch in poses:
             cv2.imwrite(str(d / f"frame_{number:05d}_rgb.png"), img)
-            rot = rotation_from_angles(yaw, pitch, 0).T  # BIWI writes the matrix transposed
-            text = "\n".join(" ".join(f"{v:.6f}" for v in row) for row in rot) + "\n\n12.0 -30.5 950.1\n"
-            (d / f"frame_{number:05d}_pose.txt").write_text(text)
+            (d / f"frame_{number:05d}_pose.txt").write_text(pose_file_text(biwi_pose_matrix(yaw, pitch, 0)))
         if rgb_cal:
             (d / "rgb.cal").write_text(
                 "517.679 0 320\n0 517.679 240.5\n0 0 1\n\n0 0 0 0\n\n1 0 0\n0 1 0\n0 0 1\n\n-24 5.8 -13.3\n\n640 480\n"
@@ -142,7 +167,8 @@ def test_folder_gt_by_pose_picks_the_frontal_photo(real_faces, tmp_path):
 def test_rgb_calibration_rotates_the_pose_into_the_rgb_camera(tmp_path):
     write_biwi(tmp_path / "plain", {"01": [(0, 0.0, 0.0), (1, 30.0, 20.0)]})
     write_biwi(tmp_path / "cal", {"01": [(0, 0.0, 0.0), (1, 30.0, 20.0)]})
-    delta = rotation_from_angles(5.0, 0, 0)  # the RGB camera turned 5 deg from the depth camera
+    delta = biwi_pose_matrix(5.0, 0, 0).T  # the RGB camera turned 5 deg from the depth camera
+    head = biwi_pose_matrix(30.0, 20.0, 0.0).T  # as the loader reads the file (transposed)
     rows = "\n".join(" ".join(f"{v:.8f}" for v in row) for row in delta)
     (tmp_path / "cal" / "01" / "rgb.cal").write_text(
         f"517.679 0 320\n0 517.679 240.5\n0 0 1\n\n0 0 0 0\n\n{rows}\n\n-24 5.8 -13.3\n\n640 480\n")
@@ -150,9 +176,9 @@ def test_rgb_calibration_rotates_the_pose_into_the_rgb_camera(tmp_path):
     cal = BiwiDataset(root=str(tmp_path / "cal"), min_yaw=1).load().items[0]
     assert (plain.yaw, plain.pitch) == pytest.approx((30.0, 20.0), abs=1e-4)
     # the head rotation is expressed in the RGB camera: R_rgb = R_cal @ R_head (order matters)
-    expected = angles_from_rotation(delta @ rotation_from_angles(30.0, 20.0, 0.0))
+    expected = angles_from_rotation(delta @ head)
     assert (cal.yaw, cal.pitch, cal.roll) == pytest.approx(expected, abs=1e-4)
-    assert (cal.yaw, cal.pitch) != pytest.approx(angles_from_rotation(rotation_from_angles(30, 20, 0) @ delta)[:2], abs=1e-2)
+    assert (cal.yaw, cal.pitch) != pytest.approx(angles_from_rotation(head @ delta)[:2], abs=1e-2)
 
 
 def test_folder_limit_estimates_poses_only_for_the_people_drawn(real_faces, tmp_path):
@@ -171,3 +197,21 @@ def test_folder_limit_estimates_poses_only_for_the_people_drawn(real_faces, tmp_
     assert other.items != small.items
     full = FolderDataset(root=str(real_faces), gt="pose", cache_dir=str(cache)).load()
     assert set(small.items) <= set(full.items) and len(full.items) > 40
+
+
+def test_folder_records_entries_named_like_images_that_are_not_files(tmp_path):
+    """Dangling symlinks, symlink loops, folders and FIFOs named *.jpg are skipped WITH a reason."""
+    write_people(tmp_path, {"ann": ["ann_frontal.jpg", "a.jpg"]})
+    ann = tmp_path / "ann"
+    (ann / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    (ann / "loop.jpg").symlink_to(ann / "loop.jpg")
+    (ann / "album.jpg").mkdir()
+    os.mkfifo(ann / "pipe.jpg")
+    data = FolderDataset(root=str(tmp_path), gt="pattern").load()
+    assert [it.item_id for it in data.items] == ["ann/a.jpg"]
+    assert {(s.what, s.reason) for s in data.skipped} == {
+        ("ann/gone.jpg", "not_a_file: dangling symlink"),
+        ("ann/loop.jpg", "not_a_file: symlink loop"),
+        ("ann/album.jpg", "not_a_file: directory"),
+        ("ann/pipe.jpg", "not_a_file: fifo"),
+    }

@@ -87,6 +87,11 @@ def check_sweep(out_root: Path, n_jobs: int) -> None:
         assert c.info.status == "FINISHED" and "net_gain" in c.data.metrics
         assert "figures/triplets.png" in artifact_paths(client, c.info.run_id)
     assert "tables/sweep_summary.json" in artifact_paths(client, parents[0].info.run_id)
+    # every job, whatever process ran it, wrote into the folder of the sweep that launched it
+    (folder,) = out_root.glob("multirun/*")
+    assert sorted(p.parent.name for p in folder.glob("*/results.json")) == [str(i) for i in range(n_jobs)]
+    assert parents[0].data.tags["sweep.dir"] == str(folder.resolve())
+    assert json.loads((folder / "mlflow_parent.json").read_text())["run_id"] == parents[0].info.run_id
     # both jobs measured the same items, so their angle_to_gt agree exactly
     assert len({round(c.data.metrics["angle_to_gt"], 9) for c in children}) == 1
 

@@ -14,30 +14,6 @@ from frontal_exp.errors import ConfigError, MissingWeightsError
 
 
 @pytest.fixture(scope="session")
-def gfpgan_models(tmp_path_factory) -> Path:
-    """A models dir laid out like the registry, holding randomly initialised official-format files:
-    GFPGANv1Clean under `params_ema`, RetinaFace-R50 and ParseNet as plain state dicts."""
-    import torch
-    from facexlib.detection.retinaface import RetinaFace
-    from facexlib.parsing.parsenet import ParseNet
-
-    from frontal_exp.enhancers.gfpgan import build_gfpgan_net
-
-    root = tmp_path_factory.mktemp("models")
-    (root / "gfpgan").mkdir()
-    (root / "facexlib").mkdir()
-    torch.manual_seed(0)
-    torch.save({"params_ema": build_gfpgan_net().state_dict()}, root / "gfpgan/GFPGANv1.4.pth")
-    # v1.3 has the same architecture; one random file serves both
-    os.link(root / "gfpgan/GFPGANv1.4.pth", root / "gfpgan/GFPGANv1.3.pth")
-    det = RetinaFace(network_name="resnet50", half=False, phase="test", device="cpu")
-    torch.save(det.state_dict(), root / "facexlib/detection_Resnet50_Final.pth")
-    torch.save(ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict(),
-               root / "facexlib/parsing_parsenet.pth")
-    return root
-
-
-@pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     import skimage.data
 

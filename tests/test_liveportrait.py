@@ -19,20 +19,6 @@ from frontal_exp.frontalizers.liveportrait.keypoints import (
     bins_to_degrees,
     rotation_matrix,
 )
-from frontal_exp.frontalizers.liveportrait.modules import build_networks, randomize_
-
-
-@pytest.fixture(scope="session")
-def lp_random(tmp_path_factory) -> tuple[Path, dict[str, dict[str, torch.Tensor]]]:
-    """Random-init networks saved once in the official layout; (models_dir, state dicts)."""
-    nets = build_networks()
-    gen = torch.Generator().manual_seed(0)
-    for module in nets.modules().values():
-        randomize_(module, gen)
-    root = tmp_path_factory.mktemp("lp_models")
-    checkpoints.save_networks(nets, root)
-    states = {name: m.state_dict() for name, m in nets.modules().items()}
-    return root, states
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from frontal_exp.data.base import Skip
 from frontal_exp.evaluation import summarize
 from frontal_exp.metrics.stats import bootstrap_ci, paired_comparison, wilcoxon_p
 from frontal_exp.pipeline import ItemRecord
+from frontal_exp.protocols.frontalization import PROBLEM_COUNTS
 
 
 def test_paired_comparison_hand_values():
@@ -74,7 +75,9 @@ def test_summarize_pairs_items_and_counts_failures():
     assert m["frontal_to_gt"] == pytest.approx(0.5)
     assert m["net_gain"] == pytest.approx(0.05)
     assert m["win_rate"] == pytest.approx(0.5)
-    assert m["no_face_frontal"] == 2 and m["no_face_angle"] == 1 and m["unreadable_angle"] == 1
+    # one reason per item, its status: item 3 lacks both faces but counts under no_face_angle only
+    assert m["no_face_frontal"] == 1 and m["no_face_angle"] == 1 and m["unreadable_angle"] == 1
+    assert sum(m[p] for p in PROBLEM_COUNTS) == m["not_paired"]
     assert m["dataset_skipped"] == 1
     # the survivors' mean of angle_to_gt includes item 2, which has no frontal
     assert m["angle_to_gt_all"] == pytest.approx(0.5) and m["n_angle_to_gt_all"] == 3

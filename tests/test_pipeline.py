@@ -43,6 +43,8 @@ class CountingFrontalizer(Frontalizer):
     """Mirrors the image (a stand-in model whose output differs from its input)."""
 
     name = "mirror"
+    # the call counter and the simulated Ctrl-C are test harness, not settings of the model
+    runtime_attrs = ("calls", "_fail_after")
 
     def __init__(self, fail_after: int | None = None) -> None:
         self.calls = 0
@@ -186,6 +188,8 @@ class Flaky(Frontalizer):
     """Raises an unexpected error (a bug, an out-of-memory) on chosen calls."""
 
     name = "flaky"
+    # the simulated failures are test harness, not settings: both runs are one model
+    runtime_attrs = ("_fail_on", "_calls")
 
     def __init__(self, fail_on: set[int]) -> None:
         self._fail_on = fail_on
@@ -246,3 +250,37 @@ def test_status_is_the_first_problem_in_pipeline_order():
     rec.add_problem("no_face_frontal")
     rec.add_problem("no_face_gt")
     assert rec.status == "no_face_gt" and rec.problems == "no_face_gt,no_face_frontal"
+
+
+class NeedsAFace(FailsOnGray):
+    """Like FailsOnGray, and also fails where there is no face at all (a blank wall), as a
+    model that must find a face mesh does: such an item has two problems."""
+
+    name = "needs_a_face"
+
+    def __call__(self, image):
+        from frontal_exp.errors import FrontalizationError
+
+        if image.reshape(-1, image.shape[-1]).std(axis=0).max() < 1.0:
+            raise FrontalizationError("no face mesh found")
+        return super().__call__(image)
+
+
+def test_each_item_counts_under_one_reason(identity_tree, embedder, tmp_path):
+    """The per-reason counts add up to `not_paired`: an item is counted once, by its status
+    (its first problem in pipeline order), even when it has several problems."""
+    from frontal_exp.protocols.frontalization import PROBLEM_COUNTS
+
+    bad = make_bad_inputs(tmp_path, identity_tree / "astronaut" / "frontal.png")
+    gt = identity_tree / "astronaut" / "frontal.png"
+    items = [Item(k, "astronaut", bad[k], gt) for k in ("truncated", "gray", "no_face", "good")]
+    items.append(Item("no_face_gt", "wall", bad["good"], bad["no_face"]))
+    out = EvaluationPipeline(embedder, NeedsAFace(), NoEnhancer(), tmp_path / "cache", batch_size=2).run(items)
+    rec = {r.item_id: r for r in out.records}
+    # the blank wall: no face in the angled photo, and so no frontalized one
+    assert rec["no_face"].problems == "frontalize_failed,no_face_angle"
+    assert rec["no_face"].status == "frontalize_failed"
+    m = summarize(out.records, [], n_boot=20)
+    assert m["not_paired"] == 4 and m["n"] == 1
+    assert sum(m[p] for p in PROBLEM_COUNTS) == m["not_paired"]
+    assert (m["unreadable_angle"], m["frontalize_failed"], m["no_face_angle"], m["no_face_gt"]) == (1, 2, 0, 1)

@@ -1,8 +1,10 @@
 """`python -m frontal_exp.report`: the study's table shapes rebuilt from MLflow runs, paired
-comparisons checked against the logged items, and a demo recipe swept end to end."""
+comparisons checked against the logged items, one row per configuration (config hash), and a
+demo recipe swept end to end."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +12,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from frontal_exp.errors import ArtifactError
 from frontal_exp.evaluation import evaluate
 from frontal_exp.metrics.stats import paired_comparison
-from frontal_exp.report import main, to_markdown
+from frontal_exp.protocols.base import RunResult
+from frontal_exp.report import download_table, main, to_markdown
+from frontal_exp.tracking.config_id import (
+    CANONICAL_ARTIFACT,
+    CONFIG_HASH_TAG,
+    canonical_config,
+    config_hash,
+)
+from frontal_exp.tracking.mlflow_logger import client_for, default_sqlite_uri, log_result
+from tests.conftest import compose_config
 from tests.test_end_to_end import run_cli
 from tests.test_protocols import shared_cache
 
@@ -22,11 +34,9 @@ FAST = ["eval.bootstrap=100", "eval.grid_samples=2", "device=cpu", "dataset.limi
 
 @pytest.fixture(scope="module")
 def logged_runs(tmp_path_factory) -> tuple[Path, dict[str, object]]:
-    """A small "sweep" logged in-process: three frontalization configs (one run twice; the
-    by_pose and identification analyses are on by default),
-    robustness and verification, all on the demo set."""
-    from tests.conftest import compose_config
-
+    """A small "sweep" logged in-process: four frontalization configs (one run twice, two
+    differing only in model.strength; the by_pose and identification analyses are on by
+    default), robustness and verification, all on the demo set."""
     root = tmp_path_factory.mktemp("report")
     cache = shared_cache(tmp_path_factory)
     results = {}
@@ -35,6 +45,7 @@ def logged_runs(tmp_path_factory) -> tuple[Path, dict[str, object]]:
         "base": ["model=identity", "enhancer=none"],
         "sharp": ["model=identity", "enhancer=sharp"],
         "mesh3d": ["model=mesh3d", "enhancer=none"],
+        "mesh3d_half": ["model=mesh3d", "enhancer=none", "model.strength=0.5"],
         "robustness": ["protocol=robustness", "protocol.max_pairs=20"],
         "verification": ["protocol=verification", "protocol.max_pairs=40", "model=mesh3d"],
     }.items():
@@ -52,12 +63,17 @@ def test_report_reproduces_the_table_shapes(logged_runs, tmp_path):
         assert title in text, title
 
     t1 = pd.read_csv(out / "table1_models.csv")
-    # the configuration run twice counts once (its latest run)
-    assert len(t1) == 3
-    assert {"Model", "Dataset", "Enhancer", "Mean(Angle-GT)", "Mean(Frontal-GT)", "Net Gain", "N"} <= set(t1.columns)
-    mesh = t1[t1.Model == "mesh3d"].iloc[0]
-    assert mesh["Net Gain"] == pytest.approx(results["mesh3d"].metrics["net_gain"])
-    assert mesh["N"] == results["mesh3d"].metrics["n"]
+    # the configuration run twice counts once (its latest run), and the report says so;
+    # the two strengths of mesh3d are two rows, told apart by a model.strength column
+    assert len(t1) == 4
+    assert "- 1 older run of the same configurations hidden (latest kept)." in text
+    assert {"Model", "Dataset", "Enhancer", "model.strength", "Mean(Angle-GT)", "Mean(Frontal-GT)", "Net Gain",
+            "N"} <= set(t1.columns)
+    for name, strength in (("mesh3d", 1.0), ("mesh3d_half", 0.5)):
+        mesh = t1[(t1.Model == "mesh3d") & (t1["model.strength"] == strength)].iloc[0]
+        assert mesh["Net Gain"] == pytest.approx(results[name].metrics["net_gain"])
+        assert mesh["N"] == results[name].metrics["n"]
+    assert results["mesh3d"].metrics["net_gain"] != pytest.approx(results["mesh3d_half"].metrics["net_gain"])
 
     t2 = pd.read_csv(out / "table2_enhancers.csv")
     assert "scrfd500m_mbf" in t2.columns and set(t2.Enhancer) == {"none", "sharp"}
@@ -76,7 +92,10 @@ def test_report_reproduces_the_table_shapes(logged_runs, tmp_path):
     assert ver.AUC.iloc[0] == pytest.approx(results["verification"].metrics["original.auc"])
 
     by_yaw = pd.read_csv(out / "by_yaw.csv")
-    assert by_yaw.columns[0] == "|yaw| bin" and len(by_yaw.columns) == 1 + 3  # one column per config
+    assert by_yaw.columns[0] == "|yaw| bin" and len(by_yaw.columns) == 1 + 4  # one column per config
+    assert {c for c in by_yaw.columns if c.startswith("mesh3d")} == {
+        "mesh3d+none | scrfd500m_mbf | demo | model.strength=0.5",
+        "mesh3d+none | scrfd500m_mbf | demo | model.strength=1.0"}
 
     figures = pd.read_csv(out / "figures.csv")
     assert {"triplets", "robustness_hist", "roc", "score_hist", "by_pose", "identification"} <= set(figures.Figure)
@@ -88,16 +107,163 @@ def test_paired_comparisons_match_the_items_tables(logged_runs, tmp_path):
     out = tmp_path / "report"
     main(["--experiment", "rep", "--output-root", str(root), "--out", str(out), "--bootstrap", "100"])
     paired = pd.read_csv(out / "paired.csv")
-    assert set(paired.Baseline) == {"identity+none"} and set(paired.Config) == {"identity+sharp", "mesh3d+none"}
+    assert set(paired.Baseline) == {"identity+none"}
+    assert set(paired.Config) == {"identity+sharp", "mesh3d+none (model.strength=1.0)",
+                                  "mesh3d+none (model.strength=0.5)"}
     # recompute mesh3d vs baseline by hand from the in-memory records
     base = {r.item_id: r.frontal_to_gt for r in results["base"].records if r.paired}
     other = {r.item_id: r.frontal_to_gt for r in results["mesh3d"].records if r.paired}
     common = sorted(set(base) & set(other))
     expected = paired_comparison([base[i] for i in common], [other[i] for i in common], n_boot=100)
-    row = paired[paired.Config == "mesh3d+none"].iloc[0]
+    row = paired[paired.Config == "mesh3d+none (model.strength=1.0)"].iloc[0]
     assert row["N (paired items)"] == expected.n == len(common)
     assert row["Mean diff"] == pytest.approx(expected.mean_diff)
     assert row["Wilcoxon p"] == pytest.approx(expected.wilcoxon_p, nan_ok=True)
+
+
+# -- one row per configuration ----------------------------------------------------------
+NAMES = {"protocol": "frontalization", "dataset": "demo", "enhancer": "none", "embedder": "scrfd500m_mbf"}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """One output root (one MLflow database) for the tests below; each uses its own experiment."""
+    return tmp_path_factory.mktemp("configs")
+
+
+def log_run(root: Path, experiment: str, overrides: list[str], metrics: dict[str, float], model: str = "mesh3d",
+            enhancer: str = "none", items: pd.DataFrame | None = None, parent: str | None = None) -> str:
+    """Log a run of a composed config through the real logger (metrics given, no pipeline run)."""
+    cfg = compose_config([f"model={model}", f"enhancer={enhancer}", f"tracking.experiment={experiment}",
+                          "tracking.log_images=false", *overrides], root)
+    tables = {"items": items} if items is not None else {}
+    result = RunResult(metrics=dict(metrics), params={**NAMES, "model": model, "enhancer": enhancer}, tables=tables)
+    return log_result(cfg, result, parent_run_id=parent)
+
+
+def report(root: Path, experiment: str, out: Path, *args: str) -> tuple[str, pd.DataFrame]:
+    text = main(["--experiment", experiment, "--output-root", str(root), "--out", str(out), "--bootstrap", "50",
+                 *args]).read_text()
+    return text, pd.read_csv(out / "table1_models.csv")
+
+
+def test_a_sweep_gives_one_row_per_configuration(store, tmp_path):
+    """The four jobs of `-m model.strength=0.5,1.0 model.min_angle=6,15`, logged under one
+    parent run (and a run outside it): `--parent-run` gives four rows, one per job."""
+    client = client_for(default_sqlite_uri(store))
+    exp = client.create_experiment("sweep", artifact_location=(store / "mlartifacts").as_uri())
+    parent = client.create_run(exp, tags={"frontal_exp.kind": "sweep"}).info.run_id
+    gains = {(s, a): s * a / 100 for s in (0.5, 1.0) for a in (6.0, 15.0)}
+    for (strength, angle), gain in gains.items():
+        log_run(store, "sweep", [f"model.strength={strength}", f"model.min_angle={angle}"], {"net_gain": gain, "n": 40},
+                parent=parent)
+    log_run(store, "sweep", ["model.strength=0.25"], {"net_gain": 9.0, "n": 40})  # not in the sweep
+    _, t1 = report(store, "sweep", tmp_path / "r", "--parent-run", parent)
+    assert len(t1) == 4 and {"model.strength", "model.min_angle"} <= set(t1.columns)
+    shown = {(r["model.strength"], r["model.min_angle"]): r["Net Gain"] for _, r in t1.iterrows()}
+    assert shown == pytest.approx(gains)
+
+
+def test_a_limited_run_does_not_replace_the_full_one(store, tmp_path):
+    log_run(store, "limit", [], {"net_gain": 0.05, "n": 40})
+    log_run(store, "limit", ["dataset.limit=8"], {"net_gain": 0.01, "n": 8})
+    text, t1 = report(store, "limit", tmp_path / "r")
+    assert sorted(t1.N) == [8, 40] and "dataset.limit" in t1.columns
+    t1 = pd.read_csv(tmp_path / "r" / "table1_models.csv", dtype=str, keep_default_na=False)
+    assert t1.set_index("N")["dataset.limit"].to_dict() == {"40": "None", "8": "8"}
+    assert "hidden" not in text
+
+
+def test_a_rerun_replaces_and_the_report_counts_the_hidden_runs(store, tmp_path):
+    """Settings that cannot change results (progress, batch size, tracking, paths of outputs)
+    do not make a new configuration: the latest run wins, the older ones are counted."""
+    log_run(store, "rerun", [], {"net_gain": 0.1, "n": 40})
+    log_run(store, "rerun", ["eval.progress=true", "eval.batch_size=8", "eval.io_workers=1", "eval.use_cache=false",
+                       "tracking.run_name=again", f"cache_dir={tmp_path / 'other_cache'}"], {"net_gain": 0.2, "n": 40})
+    log_run(store, "rerun", [], {"net_gain": 0.3, "n": 40})
+    log_run(store, "rerun", ["eval.bootstrap=100"], {"net_gain": 0.4, "n": 40})  # changes the CIs: its own row
+    text, t1 = report(store, "rerun", tmp_path / "r")
+    assert t1.set_index("eval.bootstrap")["Net Gain"].to_dict() == pytest.approx({2000: 0.3, 100: 0.4})
+    assert "- 2 older runs of the same configurations hidden (latest kept)." in text
+
+
+def test_runs_logged_without_a_config_hash_are_told_apart_by_their_params(store, tmp_path):
+    """Runs from before config hashes: identified by the settings in their params (batch sizes
+    ignored, copies included), and replaced by a later hashed run of the same configuration."""
+    client = client_for(default_sqlite_uri(store))
+    for strength, gain in ((0.5, 0.1), (1.0, 0.2), (1.0, 0.3), (0.25, 0.4)):
+        run_id = log_run(store, "legacy", [f"model.strength={strength}", f"eval.batch_size={int(gain * 100)}"],
+                         {"net_gain": gain, "n": 40})
+        client.delete_tag(run_id, CONFIG_HASH_TAG)
+    log_run(store, "legacy", ["model.strength=0.25"], {"net_gain": 0.5, "n": 40})
+    text, t1 = report(store, "legacy", tmp_path / "r")
+    assert t1.set_index("model.strength")["Net Gain"].to_dict() == pytest.approx({0.25: 0.5, 0.5: 0.1, 1.0: 0.3})
+    assert list(t1.columns[:3]) == ["Model", "Dataset", "model.strength"]  # no config-id column needed
+    assert "- 2 older runs of the same configurations hidden (latest kept)." in text
+
+
+def test_config_hash_ignores_only_settings_that_cannot_change_results(tmp_path):
+    def hash_of(*overrides: str, root: Path = tmp_path) -> str:
+        return config_hash(canonical_config(compose_config(list(overrides), root)))
+
+    base = hash_of()
+    assert hash_of("eval.batch_size=7", "eval.progress=true", "eval.io_workers=5", "eval.use_cache=false",
+                   "tracking.experiment=x", root=tmp_path / "elsewhere") == base
+    canonical = canonical_config(compose_config([], tmp_path))
+    assert "batch_size" not in canonical["embedder"]["recognizer"]  # ${eval.batch_size}
+    assert "cache_dir" not in canonical["dataset"]  # ${cache_dir}
+    for changed in ("model.strength=0.5", "dataset.limit=8", "seed=1", "eval.bootstrap=10",
+                    "models_dir=/elsewhere", "embedder.detector.det_thresh=0.6"):
+        assert hash_of(changed) != base, changed
+
+
+def test_every_run_logs_its_config_hash_and_what_it_hashed(store, tmp_path):
+    run_id = log_run(store, "logged", ["model.strength=0.5"], {"net_gain": 0.1})
+    run = client_for(default_sqlite_uri(store)).get_run(run_id)
+    expected = canonical_config(compose_config(["model=mesh3d", "enhancer=none", "model.strength=0.5"], tmp_path))
+    assert run.data.tags[CONFIG_HASH_TAG] == config_hash(expected)
+    logged = json.loads((Path(run.info.artifact_uri.removeprefix("file://")) / CANONICAL_ARTIFACT).read_text())
+    assert logged == expected and logged["model"]["strength"] == 0.5
+
+
+def items_table(values: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"item_id": [f"i{k}" for k in range(len(values))], "frontal_to_gt": values,
+                         "status": "ok"})
+
+
+def test_paired_comparisons_without_a_baseline_run_say_so(store, tmp_path):
+    log_run(store, "baseline", [], {"net_gain": 0.1, "n": 4}, items=items_table([0.5, 0.6, 0.7, 0.8]))
+    log_run(store, "baseline", [], {"net_gain": 0.2, "n": 4}, enhancer="sharp", items=items_table([0.6, 0.6, 0.8, 0.9]))
+    text, _ = report(store, "baseline", tmp_path / "r")
+    assert ("- No baseline run (model=identity, enhancer=none) for dataset=demo, embedder=scrfd500m_mbf: "
+            "its 2 configuration(s) are not compared (see --baseline).") in text
+    assert not (tmp_path / "r" / "paired.csv").exists()
+    # with a baseline that exists, the same runs are compared
+    report(store, "baseline", tmp_path / "r2", "--baseline", "model=mesh3d,enhancer=none")
+    paired = pd.read_csv(tmp_path / "r2" / "paired.csv")
+    assert paired.Config.tolist() == ["mesh3d+sharp"] and paired["Mean diff"].iloc[0] == pytest.approx(0.075)
+
+
+class FailingDownloads:
+    """A real MLflow client whose artifact downloads fail as an unreachable store would."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def download_artifacts(self, run_id, path, dst=None):
+        raise OSError(f"connection reset while reading {path}")
+
+
+def test_a_missing_table_is_none_but_a_download_error_surfaces(store, tmp_path):
+    run_id = log_run(store, "download", [], {"net_gain": 0.1, "n": 4}, items=items_table([0.5, 0.6]))
+    client = client_for(default_sqlite_uri(store))
+    assert download_table(client, run_id, "verification", tmp_path) is None
+    assert download_table(client, run_id, "items", tmp_path).frontal_to_gt.tolist() == [0.5, 0.6]
+    with pytest.raises(ArtifactError, match=f"tables/items.json of run {run_id}: OSError: connection reset"):
+        download_table(FailingDownloads(client), run_id, "items", tmp_path)
 
 
 def test_markdown_table():

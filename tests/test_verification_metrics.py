@@ -3,6 +3,7 @@ identification (rank-k), pose binning, and the pair samplers of the protocols.""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,55 @@ def test_ten_fold_accuracy_with_one_hard_pair():
     np.testing.assert_allclose(res.accuracies, [0.75] + [1.0] * 9)
     assert res.mean == pytest.approx(0.975)
     assert res.std == pytest.approx(0.075)
+
+
+def _accuracy(scores, labels, threshold) -> float:
+    """Share of pairs classified right, one by one ('same' when score >= threshold)."""
+    return sum((s >= threshold) == y for s, y in zip(scores, labels, strict=True)) / len(scores)
+
+
+def _best_thresholds(scores, labels) -> list[float]:
+    """Every threshold of highest accuracy, by trying each score (and one above all)."""
+    candidates = sorted(set(scores)) + [math.inf]
+    accs = [_accuracy(scores, labels, t) for t in candidates]
+    return [t for t, a in zip(candidates, accs, strict=True) if a == max(accs)]
+
+
+#: three folds on very different score scales: each fold's own best threshold is far from the
+#: others', so a threshold picked on all pairs (leaking the test fold) changes the answer
+SHIFTED_FOLDS = {
+    0: ([0.52, 0.48, 0.42, 0.39], [0.23, 0.19, 0.12, -0.04]),
+    1: ([0.26, 0.18, 0.03], [-0.10, -0.24, -0.31]),
+    2: ([-0.25, -0.39], [-0.58, -0.60]),
+}
+
+
+def test_kfold_picks_each_threshold_without_the_test_fold():
+    """Expected accuracies come from a brute force over thresholds on the OTHER folds."""
+    scores, labels, folds = [], [], []
+    for k, (same, different) in SHIFTED_FOLDS.items():
+        scores += same + different
+        labels += [True] * len(same) + [False] * len(different)
+        folds += [k] * (len(same) + len(different))
+    expected, leaky = [], []
+    leaky_best = _best_thresholds(scores, labels)
+    assert len(leaky_best) == 1  # the data leave no tie to break
+    for k in SHIFTED_FOLDS:
+        train = [(s, y) for s, y, f in zip(scores, labels, folds, strict=True) if f != k]
+        test = [(s, y) for s, y, f in zip(scores, labels, folds, strict=True) if f == k]
+        best = _best_thresholds(*zip(*train, strict=True))
+        assert len(best) == 1
+        expected.append(_accuracy(*zip(*test, strict=True), best[0]))
+        leaky.append(_accuracy(*zip(*test, strict=True), leaky_best[0]))
+    assert expected != leaky  # the data can tell a leaky implementation apart
+    res = kfold_accuracy(np.array(scores), np.array(labels), np.array(folds))
+    np.testing.assert_allclose(res.accuracies, expected)
+    # each threshold is one of the best on its training folds
+    for k, th in zip(SHIFTED_FOLDS, res.thresholds, strict=True):
+        train = [(s, y) for s, y, f in zip(scores, labels, folds, strict=True) if f != k]
+        tr_scores, tr_labels = zip(*train, strict=True)
+        assert _accuracy(tr_scores, tr_labels, th) == _accuracy(tr_scores, tr_labels,
+                                                                _best_thresholds(tr_scores, tr_labels)[0])
 
 
 def test_roc_auc_counts_ordered_pairs():
@@ -104,7 +154,11 @@ def test_rank_k_on_a_constructed_gallery():
     ])
     scores, names = identity_scores(q, gallery, gallery_ids)
     assert names == ["a", "b", "c"]
-    np.testing.assert_allclose(scores[1], [0.5, 0.6, 0.2])
+    # cosines: the query's dot products over its norm (the gallery rows are unit vectors)
+    np.testing.assert_allclose(scores[1], np.array([0.5, 0.6, 0.2]) / math.sqrt(0.5**2 + 0.6**2 + 0.2**2))
+    # scaling a query or a gallery image does not change a similarity
+    scaled, _ = identity_scores(7 * q, 0.5 * gallery, gallery_ids)
+    np.testing.assert_allclose(scaled, scores)
     ranks = true_ranks(scores, np.array([names.index(t) for t in ["a", "b", "c", "a", "c"]]))
     assert ranks.tolist() == [1, 1, 3, 1, 2]
     assert rank_k_accuracy(ranks, 1) == pytest.approx(3 / 5)
@@ -172,10 +226,53 @@ def test_parse_lfw_pairs(tmp_path):
 def test_generated_verification_pairs_are_balanced():
     from frontal_exp.protocols.verification import generate_pairs
 
-    pairs = generate_pairs(small_dataset(), folds=3, max_pairs=20, seed=1)
+    pairs = generate_pairs(small_dataset(people=8), folds=3, max_pairs=40, seed=1)
     same = [p for p in pairs if p.same]
     diff = [p for p in pairs if not p.same]
-    assert len(same) == len(diff) == 10
+    assert len(same) == len(diff) == 20
     assert all(Path(p.path_a).parent == Path(p.path_b).parent for p in same)
     assert all(Path(p.path_a).parent != Path(p.path_b).parent for p in diff)
     assert sorted({p.fold for p in pairs}) == [0, 1, 2]
+    for k in range(3):  # as many different-person as same-person pairs in every fold
+        assert sum(p.same for p in pairs if p.fold == k) == sum(not p.same for p in pairs if p.fold == k)
+    assert pairs == generate_pairs(small_dataset(people=8), folds=3, max_pairs=40, seed=1)  # seeded
+
+
+def test_generated_verification_folds_are_disjoint_by_identity():
+    """No identity appears in two folds: the threshold picked on the other folds never saw
+    the people of the fold it is tested on."""
+    from frontal_exp.protocols.verification import generate_pairs
+
+    for seed in range(3):
+        pairs = generate_pairs(small_dataset(people=9), folds=4, max_pairs=None, seed=seed)
+        folds_of: dict[str, set[int]] = {}
+        for p in pairs:
+            for path in (p.path_a, p.path_b):
+                folds_of.setdefault(Path(path).parent.name, set()).add(p.fold)
+        assert len(folds_of) == 9 and all(len(f) == 1 for f in folds_of.values()), folds_of
+        assert {p.fold for p in pairs} == {0, 1, 2, 3}
+
+
+def test_generated_verification_folds_need_two_identities_each():
+    from frontal_exp.errors import DatasetError
+    from frontal_exp.protocols.verification import generate_pairs
+
+    # 5 people make 2 folds at most (two people each at least), whatever is asked for
+    pairs = generate_pairs(small_dataset(people=5), folds=10, max_pairs=None, seed=0)
+    assert {p.fold for p in pairs} == {0, 1}
+    with pytest.raises(DatasetError, match="at least 4 identities"):
+        generate_pairs(small_dataset(people=3), folds=3, max_pairs=None, seed=0)
+
+
+def test_generated_verification_pairs_reach_every_fold_when_one_person_dominates():
+    """One person with 20 photos, five with one: same-person pairs are shared over the folds,
+    not drawn where most of them are (which would leave folds without pairs)."""
+    from frontal_exp.protocols.verification import generate_pairs
+
+    big = [Item(f"big/a{j}", "big", Path(f"/d/big/a{j}.jpg"), Path("/d/big/gt.jpg")) for j in range(20)]
+    small = [Item(f"p{i}/a0", f"p{i}", Path(f"/d/p{i}/a0.jpg"), Path(f"/d/p{i}/gt.jpg")) for i in range(5)]
+    pairs = generate_pairs(LoadedDataset("t", big + small, [], {}), folds=3, max_pairs=20, seed=0)
+    for k in range(3):
+        fold = [p for p in pairs if p.fold == k]
+        assert any(p.same for p in fold) and any(not p.same for p in fold), k
+    assert sum(p.same for p in pairs) == 10

@@ -138,3 +138,24 @@ def test_load_strict_strips_a_prefix_and_refuses_what_does_not_fit(tmp_path):
         weights.load_strict(net, [1], path, "a test net")
     with pytest.raises(BadWeightsError, match="size mismatch"):
         weights.load_strict(torch.nn.Linear(2, 4), dict(net.state_dict()), path, "a test net")
+
+
+class NotATensor:
+    """A class a checkpoint must not hold: unpickling it could run any code."""
+
+
+def test_a_checkpoint_holding_code_is_refused_without_advice_to_trust_it(tmp_path):
+    """torch's weights_only error suggests `weights_only=False` (run the file's code) or
+    allowlisting its classes; for a model file of unknown origin both are the wrong advice."""
+    import torch
+
+    from frontal_exp.errors import BadWeightsError
+
+    path = tmp_path / "GFPGANv1.4.pth"
+    torch.save({"params_ema": {"w": torch.zeros(2)}, "extra": NotATensor()}, path)
+    with pytest.raises(BadWeightsError) as err:
+        weights.load_torch_checkpoint(path)
+    text = f"{err.value} {err.value.reason}"
+    assert "NotATensor" in text and "pickled Python objects" in text and str(path) in text
+    for advice in ("weights_only", "Re-running", "trust", "add_safe_globals", "safe_globals", "\x1b["):
+        assert advice not in text, advice

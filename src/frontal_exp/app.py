@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from frontal_exp.config import register_configs
 from frontal_exp.errors import FrontalExpError
@@ -34,7 +37,25 @@ def check_config_dir() -> None:
             "clone, or set FRONTAL_EXP_CONF to a conf/ folder."
         )
 
+
+def invocation_token() -> str:
+    """A random token drawn once per invocation, the end of `hydra.run.dir` and
+    `hydra.sweep.dir` (conf/config.yaml): two runs or sweeps started in the same second get
+    their own folders (and sweep parent files) instead of overwriting each other's.
+
+    OmegaConf caches a resolver's value in the config (`use_cache`), and Hydra copies that
+    cache into every job's config, also into the pickled configs of joblib and submitit
+    worker processes, so every job of a sweep resolves its parent's folder."""
+    return secrets.token_hex(3)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("invocation_token"):
+        OmegaConf.register_new_resolver("invocation_token", invocation_token, use_cache=True)
+
+
 register_configs()
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -44,12 +65,18 @@ def run(cfg: DictConfig) -> float:
 
     out_dir = HydraConfig.get().runtime.output_dir
     try:
+        if cfg.tracking.enabled:
+            from frontal_exp.tracking.mlflow_logger import start_tracking
+
+            start_tracking(cfg)  # marks KILLED the runs that killed processes left RUNNING
         result = evaluate(cfg, output_dir=out_dir)
     except FrontalExpError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # Hydra marks this job failed; the sweep callback records which one
         raise SystemExit(2) from exc
+    except KeyboardInterrupt as exc:
+        interrupted(cfg, exc)
     if "net_gain" in result.metrics:
         print(format_results(result.metrics, result.params))
     else:
@@ -59,6 +86,25 @@ def run(cfg: DictConfig) -> float:
     if result.run_id:
         print(f"MLflow run {result.run_id} ({os.environ.get('MLFLOW_TRACKING_URI') or cfg.tracking.uri or 'sqlite: ' + str(Path(cfg.output_root).resolve() / 'mlflow.db')})")
     return float(result.metrics.get("net_gain", float("nan")))
+
+
+def interrupt_message(exc: KeyboardInterrupt) -> str:
+    """The one line printed for Ctrl-C (instead of a traceback)."""
+    done = getattr(exc, "items_done", None)  # a RunInterrupted from the pipeline
+    cached = f"{done} items done are cached" if done is not None else "the work done so far is cached"
+    return f"interrupted; {cached}, re-run to resume"
+
+
+def interrupted(cfg: DictConfig, exc: KeyboardInterrupt) -> NoReturn:
+    """Ctrl-C: print one line, mark the sweep's parent run KILLED, exit with status 130."""
+    print(interrupt_message(exc), file=sys.stderr, flush=True)
+    if cfg.tracking.enabled and HydraConfig.get().mode == RunMode.MULTIRUN:
+        from frontal_exp.tracking.mlflow_logger import client_for, sweep_parent_run_id, tracking_uri
+
+        parent = sweep_parent_run_id()
+        if parent:
+            client_for(tracking_uri(cfg)).set_terminated(parent, "KILLED")
+    raise SystemExit(130) from exc
 
 
 def main() -> None:

@@ -1,7 +1,10 @@
 """On-disk caches that make sweeps cheap: embeddings and stage outputs, keyed by content.
 
 Every entry is one small file written atomically (temp file + rename), so parallel jobs of
-a sweep can share a cache, and an interrupted run keeps everything it finished.
+a sweep can share a cache, and an interrupted run keeps everything it finished. Each cache
+lives in a folder named by its stage key, a component's `cache_key()` (code fingerprint,
+every setting, model file contents: see `frontal_exp.fingerprint`), so changed code or
+settings never read another's entries.
 """
 
 from __future__ import annotations

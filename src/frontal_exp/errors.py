@@ -43,3 +43,24 @@ class DatasetError(FrontalExpError):
 
 class ConfigError(FrontalExpError, ValueError):
     """A configuration value is invalid (also a ValueError, for code that expects one)."""
+
+
+class CacheKeyError(FrontalExpError, TypeError):
+    """A component holds an attribute that cannot be part of a cache key (see
+    `frontal_exp.fingerprint`): a programming error in that component, not a bad input."""
+
+
+class ArtifactError(FrontalExpError):
+    """A run's logged artifact exists but cannot be read (artifact store or server unreachable,
+    unreadable file): reports stop instead of leaving the run's numbers out."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a run, with the number of items finished, and so cached, by then.
+
+    A KeyboardInterrupt, not a FrontalExpError: no handler of ordinary errors may catch it.
+    The command line turns it into one line and exit status 130."""
+
+    def __init__(self, items_done: int) -> None:
+        super().__init__(f"interrupted after {items_done} items")
+        self.items_done = items_done

@@ -5,7 +5,9 @@
 
 Writes every output under the same relative name in OUT, and OUT/skipped.csv listing every
 input that produced no output, with the reason. Existing outputs are kept (a re-run resumes)
-unless --overwrite is given.
+unless --overwrite is given. Files under OUT are never read as inputs (OUT may be a folder
+inside the source folder), and no input is ever overwritten: OUT must not be the source
+folder, and no output may land on an input or elsewhere in the source folder.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from hydra import compose, initialize_config_dir
 
 from frontal_exp.app import CONFIG_DIR, check_config_dir
 from frontal_exp.config import instantiate_checked, register_configs
-from frontal_exp.errors import FrontalExpError, ModelFileError
+from frontal_exp.errors import ConfigError, FrontalExpError, ModelFileError
 from frontal_exp.images import read_image, write_image
 
 
@@ -35,6 +37,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def plan(source_dir: Path, pattern: str, output_dir: Path) -> tuple[list[tuple[Path, Path]], int]:
+    """(input, output path) of every file the pattern matches, and how many matches lie in the
+    output folder (outputs of an earlier run, never inputs). `ConfigError` when an output
+    would replace an input or land in the source folder outside the output folder."""
+    src_root, out_root = source_dir.resolve(), output_dir.resolve()
+    if out_root == src_root:
+        raise ConfigError(f"-o {output_dir} is the source folder: the outputs would replace the input photos. "
+                          "Write them to another folder (a subfolder of the source is fine).")
+    # an output folder that holds the source folder holds every input: nothing to exclude then
+    exclude = not src_root.is_relative_to(out_root)
+    inputs, in_output = [], 0
+    for path in sorted(p for p in source_dir.glob(pattern) if p.is_file()):
+        where = {path.resolve(), path.parent.resolve() / path.name}  # the file, and its folder entry
+        if exclude and any(w.is_relative_to(out_root) for w in where):
+            in_output += 1
+        else:
+            inputs.append((path, where))
+    taken = set().union(*(where for _, where in inputs))
+    pairs = []
+    for path, _ in inputs:
+        dst = output_dir / path.relative_to(source_dir)
+        target = dst.resolve()
+        if target in taken:
+            raise ConfigError(f"the output for {path} would be written onto the input {target}; nothing was "
+                              "written. Choose an output folder outside the inputs.")
+        if target.is_relative_to(src_root) and not (exclude and target.is_relative_to(out_root)):
+            raise ConfigError(f"the output for {path} would be written into the source folder ({target}), "
+                              "where a later run would read it as an input; nothing was written. Choose an "
+                              "output folder that does not lead back into the source folder.")
+        pairs.append((path, dst))
+    return pairs, in_output
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.source_dir.is_dir():
@@ -45,18 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=args.overrides)
     try:
+        sources, in_output = plan(args.source_dir, args.source_pattern, args.output_dir)
         model = instantiate_checked(cfg.model, "model") if args.frontalize else None
         enhancer = instantiate_checked(cfg.enhancer, "enhancer")
     except FrontalExpError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    sources = sorted(p for p in args.source_dir.glob(args.source_pattern) if p.is_file())
     args.output_dir.mkdir(parents=True, exist_ok=True)
     skipped: list[tuple[str, str]] = []
     done = kept = 0
-    for src in sources:
+    for src, dst in sources:
         rel = src.relative_to(args.source_dir)
-        dst = args.output_dir / rel
         if dst.exists() and not args.overwrite:
             kept += 1
             continue
@@ -75,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.writer(f)
         writer.writerow(["file", "reason"])
         writer.writerows(skipped)
-    print(f"{len(sources)} matched, {done} written, {kept} kept from an earlier run, "
+    in_out = f" ({in_output} more in the output folder, not inputs)" if in_output else ""
+    print(f"{len(sources)} matched{in_out}, {done} written, {kept} kept from an earlier run, "
           f"{len(skipped)} skipped (see {args.output_dir / 'skipped.csv'})")
     return 0
 

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from frontal_exp import __version__
 from frontal_exp.cache import EmbeddingCache, ImageCache, pixel_hash
 from frontal_exp.data.base import Item
 from frontal_exp.embedders.embedder import FaceEmbedder, FaceEmbedding
 from frontal_exp.enhancers.base import Enhancer
-from frontal_exp.errors import BadImageError, FrontalExpError, ModelFileError
+from frontal_exp.errors import BadImageError, FrontalExpError, ModelFileError, RunInterrupted
 from frontal_exp.frontalizers.base import Frontalizer
 from frontal_exp.images import read_image
+from frontal_exp.metrics.similarity import cosine
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,9 @@ class EvaluationPipeline:
             weakref.finalize(self, shutil.rmtree, tmp, True)
             cache_dir = tmp
         self.embeddings = EmbeddingCache(cache_dir, embedder.cache_key())
-        # the package version is part of stage keys: new code never reads stale outputs
-        model_key = f"{__version__}|{frontalizer.cache_key()}"
+        # keys hold the code fingerprint, every setting and the model files of each stage
+        # (see frontal_exp.fingerprint): changed code or settings never read stale outputs
+        model_key = frontalizer.cache_key()
         self.frontal_images = ImageCache(cache_dir, model_key)
         self.enhanced_images = ImageCache(cache_dir, f"{model_key}|{enhancer.cache_key()}")
         self.counts = {"frontalized_computed": 0, "enhanced_computed": 0, "unexpected_errors": 0}
@@ -200,8 +201,11 @@ class EvaluationPipeline:
             from tqdm import tqdm
 
             iterator = tqdm(iterator, total=len(chunks), desc="items", unit="batch")
-        for chunk, images in iterator:
-            records.extend(self._run_chunk(chunk, images, gt_emb, gt_reasons))
+        try:
+            for chunk, images in iterator:
+                records.extend(self._run_chunk(chunk, images, gt_emb, gt_reasons))
+        except KeyboardInterrupt as exc:  # Ctrl-C: say how many items are done (and cached)
+            raise RunInterrupted(len(records)) from exc
         attempted = sum(r.status != "unreadable_angle" for r in records)
         if attempted and self.counts["unexpected_errors"] >= attempted:
             # every item broke the same way: a bug or a broken device, not bad images
@@ -344,9 +348,9 @@ class EvaluationPipeline:
             if g is None and "unreadable_gt" not in rec.problems:
                 rec.add_problem("no_face_gt")
             if g is not None and rec.angle_embedding is not None:
-                rec.angle_to_gt = float(np.dot(rec.angle_embedding, g))
+                rec.angle_to_gt = cosine(rec.angle_embedding, g)
             if g is not None and rec.frontal_embedding is not None:
-                rec.frontal_to_gt = float(np.dot(rec.frontal_embedding, g))
+                rec.frontal_to_gt = cosine(rec.frontal_embedding, g)
             if rec.angle_embedding is not None and rec.frontal_embedding is not None:
-                rec.frontal_to_angle = float(np.dot(rec.frontal_embedding, rec.angle_embedding))
+                rec.frontal_to_angle = cosine(rec.frontal_embedding, rec.angle_embedding)
         return records

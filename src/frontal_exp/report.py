@@ -4,6 +4,12 @@ Reads the finished runs of an experiment (or of one sweep: `--parent-run`) and w
 and CSV tables in the study's shapes: models x datasets, enhancers x embedder pairs, embedder
 robustness, verification, Net Gain by pose, identification, paired comparisons with a
 baseline, and links to every logged figure.
+
+A row is a configuration: runs are told apart by their config hash (tag
+`frontal_exp.config_hash`, see `frontal_exp.tracking.config_id`; runs logged before it existed:
+by their settings from the params). A configuration run several times shows its latest run and
+the report counts the older ones it hid. Settings that differ between runs with the same
+protocol, dataset, model, enhancer and embedder become extra columns (e.g. `model.strength`).
 """
 
 from __future__ import annotations
@@ -16,27 +22,32 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from frontal_exp.errors import ArtifactError
 from frontal_exp.metrics.stats import paired_comparison
+from frontal_exp.tracking.config_id import CONFIG_HASH_TAG, legacy_config_id, settings_of_params
 
 log = logging.getLogger(__name__)
 
 CONFIG_KEYS = ("protocol", "dataset", "model", "enhancer", "embedder")
-#: the baseline of paired comparisons: the run matching most of these
+#: the baseline of paired comparisons: the run matching all of these
 DEFAULT_BASELINE = {"model": "identity", "enhancer": "none"}
+#: the column telling apart configurations whose differing settings do not show in the params
+CONFIG_COLUMN = "config"
 
 
 # -- reading runs ----------------------------------------------------------------------
-def load_runs(client, experiment: str, parent_run: str | None = None, latest_only: bool = True) -> pd.DataFrame:
-    """One row per finished job run: run_id, start time, config keys, metrics (m.<name>).
+def load_runs(client, experiment: str, parent_run: str | None = None) -> pd.DataFrame:
+    """Every finished job run, newest first: run_id, start time, config keys, `config_id`,
+    `settings` (dict of the settings from the params) and metrics (m.<name>).
 
-    With `latest_only`, a configuration run several times counts once (its latest run),
-    so re-running a sweep into the same experiment replaces rather than duplicates rows.
-    """
+    A run logged without a config hash gets the hash of the hashed runs with the same settings
+    in its params (when they all have one hash), else an id made from those settings."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = sorted(e.name for e in client.search_experiments())
@@ -48,26 +59,72 @@ def load_runs(client, experiment: str, parent_run: str | None = None, latest_onl
                               order_by=["attributes.start_time DESC"])
     rows = []
     for r in runs:
+        params = r.data.params
         row = {"run_id": r.info.run_id, "run_name": r.info.run_name, "start_time": r.info.start_time,
-               "artifact_uri": r.info.artifact_uri}
-        row.update({k: r.data.params.get(f"run.{k}", "") for k in CONFIG_KEYS})
+               "artifact_uri": r.info.artifact_uri, "config_id": r.data.tags.get(CONFIG_HASH_TAG),
+               "params_id": legacy_config_id(params), "settings": settings_of_params(params)}
+        row.update({k: params.get(f"run.{k}", "") for k in CONFIG_KEYS})
         row.update({f"m.{k}": v for k, v in r.data.metrics.items()})
         rows.append(row)
     df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    if latest_only:
-        df = df.sort_values("start_time", ascending=False).drop_duplicates(list(CONFIG_KEYS), keep="first")
-    return df.sort_values(list(CONFIG_KEYS)).reset_index(drop=True)
+    if not df.empty:
+        hashed = df[df.config_id.notna()].groupby("params_id")["config_id"].unique()
+        same = {pid: ids[0] for pid, ids in hashed.items() if len(ids) == 1}
+        df["config_id"] = [cid if isinstance(cid, str) else same.get(pid, pid)
+                           for cid, pid in zip(df.config_id, df.params_id, strict=True)]
+    return df
+
+
+def latest_per_configuration(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The latest run of each configuration (sorted by the config keys), and how many older
+    runs of the same configurations were left out."""
+    if runs.empty:
+        return runs, 0
+    latest = runs.sort_values("start_time", ascending=False, kind="stable").drop_duplicates("config_id")
+    return latest.sort_values(list(CONFIG_KEYS), kind="stable").reset_index(drop=True), len(runs) - len(latest)
+
+
+def setting_columns(runs: pd.DataFrame) -> list[str]:
+    """The settings that tell apart runs with the same config keys (protocol, dataset, model,
+    enhancer, embedder), sorted; plus CONFIG_COLUMN when some runs differ only in their
+    config hash (e.g. a run logged before config hashes and one after)."""
+    if runs.empty:
+        return []
+    keys: set[str] = set()
+    for _, group in runs.groupby(list(CONFIG_KEYS), sort=False):
+        settings = list(group["settings"])
+        for key in set().union(*settings):
+            if len({s.get(key, "") for s in settings}) > 1:
+                keys.add(key)
+    out = sorted(keys)
+    shown = runs[list(CONFIG_KEYS)].assign(**{k: [setting(r, k) for _, r in runs.iterrows()] for k in out})
+    if shown.duplicated().any():
+        out.append(CONFIG_COLUMN)
+    return out
+
+
+def setting(row: pd.Series, key: str) -> str:
+    """A run's value of a setting column ("" where the run has no such setting)."""
+    return str(row["config_id"]) if key == CONFIG_COLUMN else row["settings"].get(key, "")
+
+
+def settings_of(row: pd.Series, keys: Sequence[str]) -> dict[str, str]:
+    return {k: setting(row, k) for k in keys}
 
 
 def download_table(client, run_id: str, name: str, dst: Path) -> pd.DataFrame | None:
-    """A table a run logged as tables/<name>.json (MLflow's split format), or None."""
+    """A table a run logged as tables/<name>.json (MLflow's split format); None when the run
+    has no such table (older runs, other protocols). Any other failure (the artifact store
+    or server unreachable, a file that cannot be read) raises ArtifactError."""
+    artifact = f"tables/{name}.json"
     try:
-        path = client.download_artifacts(run_id, f"tables/{name}.json", str(dst))
-    except Exception:  # noqa: BLE001 - absent in older runs or other protocols
-        return None
-    data = json.loads(Path(path).read_text())
+        if artifact not in {f.path for f in client.list_artifacts(run_id, "tables")}:
+            return None
+        path = client.download_artifacts(run_id, artifact, str(dst))
+        data = json.loads(Path(path).read_text())
+    except Exception as exc:  # noqa: BLE001 - MLflow, I/O and JSON errors alike: say which run and file
+        raise ArtifactError(f"cannot read {artifact} of run {run_id}: {type(exc).__name__}: {exc}. Check that "
+                            "the tracking server / artifact store is reachable and re-run the report") from exc
     return pd.DataFrame(data["data"], columns=data["columns"])
 
 
@@ -76,14 +133,11 @@ def m(row: pd.Series, key: str) -> float:
     return float(value) if value is not None else float("nan")
 
 
-def _varying(df: pd.DataFrame, keys: Sequence[str]) -> list[str]:
-    """The keys whose value differs between rows (always at least the first key)."""
-    out = [k for k in keys if df[k].nunique() > 1]
-    return out or [keys[0]]
-
-
-def label(row: pd.Series) -> str:
-    return f"{row['model']}+{row['enhancer']} | {row['embedder']} | {row['dataset']}"
+def label(row: pd.Series, extra: Sequence[str] = ()) -> str:
+    """model+enhancer | embedder | dataset, then the run's values of the given setting columns."""
+    parts = [f"{row['model']}+{row['enhancer']}", row["embedder"], row["dataset"],
+             *(f"{k}={v}" for k, v in settings_of(row, extra).items() if v != "")]
+    return " | ".join(parts)
 
 
 # -- the tables ------------------------------------------------------------------------
@@ -92,9 +146,10 @@ def table_models(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame()
     keys = ["model", "dataset", *[k for k in ("enhancer", "embedder") if runs[k].nunique() > 1]]
+    extra = setting_columns(runs)
     rows = []
     for _, r in runs.iterrows():
-        rows.append({**{k.capitalize(): r[k] for k in keys},
+        rows.append({**{k.capitalize(): r[k] for k in keys}, **settings_of(r, extra),
                      "Mean(Angle-GT)": m(r, "angle_to_gt"), "Mean(Frontal-GT)": m(r, "frontal_to_gt"),
                      "Net Gain": m(r, "net_gain"),
                      "95% CI": f"[{m(r, 'net_gain_ci_low'):+.4f}, {m(r, 'net_gain_ci_high'):+.4f}]",
@@ -105,20 +160,38 @@ def table_models(runs: pd.DataFrame) -> pd.DataFrame:
 
 def table_enhancers(runs: pd.DataFrame) -> pd.DataFrame:
     """Table 2: enhancers (rows) x embedder pairs (columns); each cell Mean(Frontal-GT),
-    Net Gain, N and the frontal faces not detected (ND)."""
+    Net Gain, N and the frontal faces not detected (ND). Differing embedder settings name the
+    column (`name (key=value)`), the other differing settings are row columns."""
     if runs.empty:
         return pd.DataFrame()
+    extra = setting_columns(runs)
+    by_embedder = [k for k in extra if k.startswith("embedder.")]
     rows_by = [k for k in ("dataset", "model") if runs[k].nunique() > 1] + ["enhancer"]
+    row_settings = [k for k in extra if k not in by_embedder]
     cells: dict[tuple, dict[str, str]] = {}
+    columns: list[str] = []
     for _, r in runs.iterrows():
-        key = tuple(r[k] for k in rows_by)
-        cells.setdefault(key, {})[r["embedder"]] = (
+        key = (*(r[k] for k in rows_by), *settings_of(r, row_settings).values())
+        column = label_embedder(r, by_embedder)
+        if column not in columns:
+            columns.append(column)
+        cells.setdefault(key, {})[column] = (
             f"{m(r, 'frontal_to_gt'):.4f} ({m(r, 'net_gain'):+.4f}) N={_int(m(r, 'n'))} "
             f"ND={_int(m(r, 'no_face_frontal'))}")
-    embedders = sorted(runs["embedder"].unique())
-    out = [{**{k.capitalize(): v for k, v in zip(rows_by, key, strict=True)},
-            **{e: cell.get(e, "") for e in embedders}} for key, cell in cells.items()]
+    names = [k.capitalize() for k in rows_by] + row_settings
+    out = [{**dict(zip(names, key, strict=True)), **{c: cell.get(c, "") for c in sorted(columns)}}
+           for key, cell in cells.items()]
     return pd.DataFrame(out)
+
+
+def label_embedder(row: pd.Series, extra: Sequence[str]) -> str:
+    return _named(row["embedder"], settings_of(row, extra))
+
+
+def _named(name: str, values: dict[str, str]) -> str:
+    """`name (key=value, ...)` for the non-empty values, or the bare name."""
+    text = ", ".join(f"{k}={v}" for k, v in values.items() if v != "")
+    return f"{name} ({text})" if text else name
 
 
 def table_robustness(runs: pd.DataFrame) -> pd.DataFrame:
@@ -128,9 +201,10 @@ def table_robustness(runs: pd.DataFrame) -> pd.DataFrame:
 
     if runs.empty:
         return pd.DataFrame()
+    extra = setting_columns(runs)
     rows = []
     for _, r in runs.iterrows():
-        row = {"Embedder": r["embedder"], "Dataset": r["dataset"]}
+        row = {"Embedder": r["embedder"], "Dataset": r["dataset"], **settings_of(r, extra)}
         for kind in KINDS:
             n = _int(m(r, f"{kind}_n"))
             row[LABELS[kind].split(" (")[0]] = f"{m(r, kind):.4f} (N={n})" if n else "n/a (N=0)"
@@ -142,6 +216,7 @@ def table_robustness(runs: pd.DataFrame) -> pd.DataFrame:
 
 def table_verification(runs: pd.DataFrame, client, tmp: Path) -> pd.DataFrame:
     """Verification: one row per run and condition (original / frontalized)."""
+    extra = setting_columns(runs)
     rows = []
     for _, r in runs.iterrows():
         table = download_table(client, r["run_id"], "verification", tmp)
@@ -149,7 +224,7 @@ def table_verification(runs: pd.DataFrame, client, tmp: Path) -> pd.DataFrame:
             continue
         for _, t in table.iterrows():
             rows.append({"Dataset": r["dataset"], "Embedder": r["embedder"], "Model": r["model"],
-                         "Enhancer": r["enhancer"], "Condition": t["condition"],
+                         "Enhancer": r["enhancer"], **settings_of(r, extra), "Condition": t["condition"],
                          "Accuracy": f"{t['acc_mean']:.4f} ± {t['acc_std']:.4f}", "AUC": t["auc"],
                          "TAR@FAR=1e-3": t.get("tar_far_0.001", float("nan")),
                          "TAR@FAR=1e-2": t.get("tar_far_0.01", float("nan")),
@@ -160,13 +235,14 @@ def table_verification(runs: pd.DataFrame, client, tmp: Path) -> pd.DataFrame:
 
 def table_by_pose(runs: pd.DataFrame, client, tmp: Path, axis: str = "yaw") -> pd.DataFrame:
     """Net Gain (N) per |yaw| bin (rows) for each configuration (columns)."""
+    extra = setting_columns(runs)
     columns: dict[str, dict[str, str]] = {}
     order: list[str] = []
     for _, r in runs.iterrows():
         table = download_table(client, r["run_id"], f"by_{axis}", tmp)
         if table is None:
             continue
-        col = columns.setdefault(label(r), {})
+        col = columns.setdefault(label(r, extra), {})
         for _, t in table.iterrows():
             if t["bin"] not in order:
                 order.append(t["bin"])
@@ -181,29 +257,46 @@ def table_identification(runs: pd.DataFrame) -> pd.DataFrame:
     """Rank-1 / rank-5 of angled inputs (the baseline) and frontalized faces, per run."""
     if "m.rank1_frontal" not in runs:
         return pd.DataFrame()
+    extra = setting_columns(runs)
     rows = []
     for _, r in runs[runs["m.rank1_frontal"].notna()].iterrows():
-        rows.append({"Config": label(r), "Gallery": _int(m(r, "gallery_size")), "N": _int(m(r, "n_identify")),
+        rows.append({"Config": label(r, extra), "Gallery": _int(m(r, "gallery_size")), "N": _int(m(r, "n_identify")),
                      "Rank-1 angled": m(r, "rank1_angle"), "Rank-1 frontal": m(r, "rank1_frontal"),
                      "Rank-5 angled": m(r, "rank5_angle"), "Rank-5 frontal": m(r, "rank5_frontal")})
     return pd.DataFrame(rows)
 
 
-def pick_baseline(group: pd.DataFrame, wanted: dict[str, str]) -> pd.Series:
-    """The run matching most of `wanted` (ties: the first in config order)."""
-    score = sum((group[k] == v).astype(int) for k, v in wanted.items())
-    return group.loc[score.idxmax()]
+def find_baseline(group: pd.DataFrame, wanted: dict[str, str]) -> pd.Series | None:
+    """The run matching every key=value of `wanted` (the first in config order), or None."""
+    match = pd.Series(True, index=group.index)
+    for key, value in wanted.items():
+        match &= group[key] == value
+    return group[match].iloc[0] if match.any() else None
 
 
 def paired_comparisons(runs: pd.DataFrame, client, tmp: Path, baseline: dict[str, str],
-                       n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Each configuration vs the baseline of its (dataset, embedder): Mean(Frontal-GT) on the
-    SAME items (joined by item_id, both paired), mean difference, bootstrap 95% CI, Wilcoxon p."""
-    rows = []
-    for (dataset, embedder), group in runs.groupby(["dataset", "embedder"], sort=True):
+                       n_boot: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """Each configuration vs the baseline of its (dataset, embedder, other differing settings,
+    e.g. dataset.limit): Mean(Frontal-GT) on the SAME items (joined by item_id, both paired),
+    mean difference, bootstrap 95% CI, Wilcoxon p. Also one note per group left out because
+    no run matches the whole baseline (never compared against some other run instead)."""
+    if runs.empty:
+        return pd.DataFrame(), []
+    extra = setting_columns(runs)
+    compared = [k for k in extra if k.startswith(("model.", "enhancer."))]
+    context = [k for k in extra if k not in compared and k != CONFIG_COLUMN]
+    wanted = ", ".join(f"{k}={v}" for k, v in baseline.items())
+    runs = runs.assign(_context=[tuple(settings_of(r, context).values()) for _, r in runs.iterrows()])
+    rows, notes = [], []
+    for (dataset, embedder, values), group in runs.groupby(["dataset", "embedder", "_context"], sort=True):
+        where = {"dataset": dataset, "embedder": embedder, **dict(zip(context, values, strict=True))}
+        base = find_baseline(group, baseline)
+        if base is None:
+            notes.append(f"No baseline run ({wanted}) for {', '.join(f'{k}={v}' for k, v in where.items())}: "
+                         f"its {len(group)} configuration(s) are not compared (see --baseline).")
+            continue
         if len(group) < 2:
             continue
-        base = pick_baseline(group, baseline)
         base_items = download_table(client, base["run_id"], "items", tmp)
         if base_items is None:
             continue
@@ -215,13 +308,14 @@ def paired_comparisons(runs: pd.DataFrame, client, tmp: Path, baseline: dict[str
                 continue
             joined = _paired_items(base_items, items)
             c = paired_comparison(joined["frontal_to_gt_a"], joined["frontal_to_gt_b"], n_boot=n_boot, seed=seed)
-            rows.append({"Dataset": dataset, "Embedder": embedder,
-                         "Baseline": f"{base['model']}+{base['enhancer']}", "Config": f"{r['model']}+{r['enhancer']}",
+            rows.append({"Dataset": dataset, "Embedder": embedder, **settings_of(r, context),
+                         "Baseline": _named(f"{base['model']}+{base['enhancer']}", settings_of(base, compared)),
+                         "Config": _named(f"{r['model']}+{r['enhancer']}", settings_of(r, compared)),
                          "N (paired items)": c.n, "Baseline Mean(Frontal-GT)": c.mean_a,
                          "Config Mean(Frontal-GT)": c.mean_b, "Mean diff": c.mean_diff,
                          "95% CI": f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]", "Win rate": c.win_rate,
                          "Wilcoxon p": c.wilcoxon_p})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), notes
 
 
 def _paired_items(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
@@ -233,10 +327,12 @@ def _paired_items(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 
 
 def figure_links(runs: pd.DataFrame, client) -> pd.DataFrame:
+    extra = setting_columns(runs)
     rows = []
     for _, r in runs.iterrows():
         for f in client.list_artifacts(r["run_id"], "figures"):
-            rows.append({"Run": r["run_name"], "Protocol": r["protocol"], "Figure": Path(f.path).stem,
+            rows.append({"Run": r["run_name"], "Protocol": r["protocol"], **settings_of(r, extra),
+                         "Figure": Path(f.path).stem,
                          "URI": f"{r['artifact_uri']}/{f.path}"})
     return pd.DataFrame(rows)
 
@@ -276,17 +372,28 @@ SECTIONS = (
 )
 
 
+@dataclass
+class Report:
+    """Every table of the report by name (empty where no run has the data), and notes: lines
+    printed under a section's title (key: the section's name) or, key "", under the title."""
+
+    tables: dict[str, pd.DataFrame]
+    notes: dict[str, list[str]] = field(default_factory=dict)
+
+
 def build_report(client, experiment: str, parent_run: str | None = None,
-                 baseline: dict[str, str] | None = None, n_boot: int = 2000) -> dict[str, pd.DataFrame]:
-    """Every table of the report, by name (empty tables where no run has the data)."""
-    runs = load_runs(client, experiment, parent_run)
+                 baseline: dict[str, str] | None = None, n_boot: int = 2000) -> Report:
+    """The report of the latest run of each configuration."""
+    runs, hidden = latest_per_configuration(load_runs(client, experiment, parent_run))
     if runs.empty:
         raise SystemExit(f"no finished runs in experiment {experiment!r}"
                          + (f" under parent run {parent_run}" if parent_run else ""))
     by = {p: runs[runs.protocol == p] for p in ("frontalization", "robustness", "verification")}
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        return {
+        paired, paired_notes = paired_comparisons(by["frontalization"], client, t, baseline or DEFAULT_BASELINE,
+                                                  n_boot)
+        tables = {
             "table1_models": table_models(by["frontalization"]),
             "table2_enhancers": table_enhancers(by["frontalization"]),
             "table3_robustness": table_robustness(by["robustness"]),
@@ -294,24 +401,35 @@ def build_report(client, experiment: str, parent_run: str | None = None,
             "by_yaw": table_by_pose(by["frontalization"], client, t, "yaw"),
             "by_pitch": table_by_pose(by["frontalization"], client, t, "pitch"),
             "identification": table_identification(by["frontalization"]),
-            "paired": paired_comparisons(by["frontalization"], client, t, baseline or DEFAULT_BASELINE, n_boot),
+            "paired": paired,
             "figures": figure_links(runs, client),
         }
+    head = [f"{len(runs)} configuration{'s' * (len(runs) != 1)}, one row each (its latest run)."]
+    if hidden:
+        head.append(f"{hidden} older run{'s' * (hidden != 1)} of the same configurations hidden (latest kept).")
+    return Report(tables, {"": head, "paired": paired_notes})
 
 
-def write_report(tables: dict[str, pd.DataFrame], out: Path, experiment: str, source: str) -> Path:
-    """report.md (every non-empty section) and one CSV per non-empty table."""
+def write_report(report: Report, out: Path, experiment: str, source: str) -> Path:
+    """report.md (every section with a table or a note) and one CSV per non-empty table."""
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Report: {experiment}", "", f"Source: `{source}`", ""]
+    lines = [f"# Report: {experiment}", "", f"Source: `{source}`", "", *_note_lines(report.notes.get(""))]
     for name, title in SECTIONS:
-        table = tables.get(name, pd.DataFrame())
-        if table.empty:
+        table = report.tables.get(name, pd.DataFrame())
+        notes = report.notes.get(name)
+        if table.empty and not notes:
             continue
-        table.to_csv(out / f"{name}.csv", index=False)
-        lines += [f"## {title}", "", to_markdown(table), ""]
+        lines += [f"## {title}", "", *_note_lines(notes)]
+        if not table.empty:
+            table.to_csv(out / f"{name}.csv", index=False)
+            lines += [to_markdown(table), ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _note_lines(notes: list[str] | None) -> list[str]:
+    return [*(f"- {n}" for n in notes), ""] if notes else []
 
 
 def parse_baseline(text: str) -> dict[str, str]:
@@ -336,14 +454,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--output-root", default="outputs", help="output_root of the runs (default: outputs)")
     parser.add_argument("--out", default=None, help="report folder (default: <output-root>/reports/<experiment>)")
     parser.add_argument("--baseline", default="model=identity,enhancer=none",
-                        help="baseline of the paired comparisons (the run matching most of key=value,...)")
+                        help="baseline of the paired comparisons: the run matching every key=value (default: %(default)s); "
+                             "groups without one are left out, with a note in the report")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the CIs")
     args = parser.parse_args(argv)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_sqlite_uri(args.output_root)
     client = client_for(uri)
-    tables = build_report(client, args.experiment, args.parent_run, parse_baseline(args.baseline), args.bootstrap)
+    report = build_report(client, args.experiment, args.parent_run, parse_baseline(args.baseline), args.bootstrap)
     out = Path(args.out) if args.out else Path(args.output_root) / "reports" / args.experiment
-    path = write_report(tables, out, args.experiment, uri + (f" parent run {args.parent_run}" if args.parent_run else ""))
+    path = write_report(report, out, args.experiment, uri + (f" parent run {args.parent_run}" if args.parent_run else ""))
     print(path.read_text())
     print(f"\nreport written to {path.resolve()}", file=sys.stderr)
     return path

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -181,6 +182,19 @@ def bad_weights(path: str | os.PathLike, what: str, exc: BaseException | str) ->
     )
 
 
+def torch_load_reason(exc: BaseException) -> str:
+    """Why `torch.load(weights_only=True)` refused a file, without torch's advice to load it
+    with `weights_only=False` or to allowlist its classes: for a file of unknown origin that
+    would run the code it holds. Only the cause is kept."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())  # no ANSI styles, one line
+    if "Weights only load failed" not in text:
+        return f"{type(exc).__name__}: {text}"
+    cause = text.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in text else ""
+    cause = cause.split(" Please use", 1)[0].split(" Check the documentation", 1)[0].strip().rstrip(".")
+    cause = f" ({cause})" if cause else ""
+    return f"it holds pickled Python objects, not only tensors{cause}; frontal_exp loads model files as data only"
+
+
 def load_torch_checkpoint(path: str | os.PathLike) -> dict:
     """`torch.load(..., weights_only=True)` of a state-dict file (a checkpoint is data, never
     code); `BadWeightsError` when it is not a readable checkpoint holding a dict."""
@@ -189,7 +203,7 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle/zip/torch errors of many types
-        raise bad_weights(path, "a PyTorch checkpoint", exc) from exc
+        raise bad_weights(path, "a PyTorch checkpoint", torch_load_reason(exc)) from exc
     if not isinstance(obj, dict):
         raise bad_weights(path, "a PyTorch checkpoint", f"holds a {type(obj).__name__}, not a state dict")
     return obj

@@ -87,9 +87,11 @@ class DemoDataset(Dataset):
 
     @property
     def root(self) -> Path:
-        from frontal_exp import __version__
+        from frontal_exp.fingerprint import code_fingerprint
 
-        key = json.dumps([self.yaws, self.pitch, self.crop_size, self.crop_grow, self.min_face, __version__, DEMO_FORMAT])
+        # the build's settings and code (this module, the renderer and detector it uses)
+        key = json.dumps([self.yaws, self.pitch, self.crop_size, self.crop_grow, self.min_face,
+                          code_fingerprint(__name__), DEMO_FORMAT])
         return Path(self.cache_dir) / "demo" / hashlib.sha1(key.encode()).hexdigest()[:10]
 
     def _load(self) -> LoadedDataset:

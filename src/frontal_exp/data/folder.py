@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import math
 import random
+import stat
 from pathlib import Path
 
 from frontal_exp.data.base import Dataset, Item, LoadedDataset, Skip, require_dir
@@ -15,6 +17,25 @@ FOLDER_LAYOUT = """  ROOT/<identity>/<any name>.jpg|png   (two or more photos pe
   the GT photo is chosen by gt=pattern (gt_pattern, e.g. '*frontal*'), gt=first or gt=pose)"""
 
 LFW_LAYOUT = """  ROOT/<Name>/<Name>_0001.jpg   (e.g. lfw/Aaron_Peirsol/Aaron_Peirsol_0001.jpg)"""
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why a folder entry is not a regular file that can be read (None when it is one)."""
+    try:
+        mode = path.stat().st_mode  # follows symlinks
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop"
+        if path.is_symlink():
+            return "dangling symlink"
+        return f"cannot stat ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    return "special file (socket or device)"
 
 
 class FolderDataset(Dataset):
@@ -49,19 +70,28 @@ class FolderDataset(Dataset):
         self.estimate_pose = estimate_pose
         self.cache_dir = cache_dir
 
-    def _identities(self, root: Path) -> dict[str, list[Path]]:
+    def _identities(self, root: Path, skipped: list[Skip]) -> dict[str, list[Path]]:
+        """The photos of each identity folder. Entries named like an image that are not a
+        readable file (a dangling symlink, a symlink loop, a folder, a FIFO) are recorded in
+        `skipped` as `<identity>/<name>` with the reason."""
         out = {}
         for d in sorted(p for p in root.iterdir() if p.is_dir()):
-            files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files = []
+            for path in sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+                problem = not_a_file(path)
+                if problem:
+                    skipped.append(Skip(f"{d.name}/{path.name}", f"not_a_file: {problem}"))
+                else:
+                    files.append(path)
             out[d.name] = files
         return out
 
     def _load(self) -> LoadedDataset:
         root = require_dir(self.root, self.layout)
-        people = self._identities(root)
+        skipped: list[Skip] = []
+        people = self._identities(root, skipped)
         if not any(people.values()):
             raise DatasetError(f"no images in identity folders under {root}. Expected layout:\n{self.layout}")
-        skipped: list[Skip] = []
         eligible: dict[str, list[Path]] = {}
         for identity, files in people.items():
             if len(files) < self.min_images:

@@ -5,24 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from functools import lru_cache
 from pathlib import Path
 
 from frontal_exp.cache import atomic_write
 from frontal_exp.errors import BadImageError
+from frontal_exp.fingerprint import code_fingerprint
 from frontal_exp.images import read_image
 
 
-@lru_cache(maxsize=1)
 def estimator_version() -> str:
-    """Changes whenever estimated poses could change: code, MediaPipe, the canonical mesh."""
-    from importlib.metadata import version
-
-    from frontal_exp import __version__
-    from frontal_exp.face3d.canonical import canonical_mesh
-
-    mesh = hashlib.sha1(canonical_mesh().tobytes()).hexdigest()[:12]
-    return f"{__version__}|mediapipe {version('mediapipe')}|{mesh}"
+    """Changes whenever estimated poses could change: the code of this module and of what it
+    imports (face3d's pose fit, face mesh, canonical mesh), MediaPipe's version, the packaged
+    fallback detector (see `frontal_exp.fingerprint`)."""
+    return code_fingerprint(__name__)
 
 
 def _entry(cache_dir: Path, path: Path) -> Path:

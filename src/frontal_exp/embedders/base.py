@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from frontal_exp.fingerprint import component_key
+
 
 @dataclass
 class Face:
@@ -25,19 +27,27 @@ class Detector(ABC):
     """Finds faces with 5 keypoints."""
 
     name: str = "detector"
+    #: attributes holding runtime state (a loaded model, a session), not settings: left out of
+    #: `cache_key` (every other attribute is part of it; model file Paths by their content)
+    runtime_attrs: tuple[str, ...] = ()
 
     @abstractmethod
     def detect(self, image: np.ndarray) -> list[Face]:
         """All faces in a BGR uint8 image, best first."""
 
     def cache_key(self) -> str:
-        return self.name
+        """Changes whenever the output for the same input could change: code, every setting
+        and the model file's content (see `frontal_exp.fingerprint`)."""
+        return component_key(self)
 
 
 class Recognizer(ABC):
     """Embeds aligned 112x112 face crops."""
 
     name: str = "recognizer"
+    #: attributes holding runtime state (a loaded model, a session), not settings: left out of
+    #: `cache_key` (every other attribute is part of it; model file Paths by their content)
+    runtime_attrs: tuple[str, ...] = ()
     input_size: int = 112
 
     @abstractmethod
@@ -45,7 +55,9 @@ class Recognizer(ABC):
         """(N, D) L2-normalised embeddings of N aligned BGR crops."""
 
     def cache_key(self) -> str:
-        return self.name
+        """Changes whenever the output for the same input could change: code, every setting
+        and the model file's content (see `frontal_exp.fingerprint`)."""
+        return component_key(self)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

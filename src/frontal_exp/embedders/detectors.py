@@ -8,7 +8,7 @@ import numpy as np
 
 from frontal_exp import weights
 from frontal_exp.embedders.base import Detector, Face
-from frontal_exp.embedders.models import file_fingerprint, load_insightface_model, resolve_model
+from frontal_exp.embedders.models import load_insightface_model, resolve_model
 
 
 def onnx_providers(device: str = "auto") -> list:
@@ -34,6 +34,11 @@ def onnx_providers(device: str = "auto") -> list:
     return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
 
 
+def execution_device(providers: list) -> str:
+    """"cpu" or "cuda": where onnxruntime runs with `providers` (a setting of cached outputs)."""
+    return "cpu" if providers == ["CPUExecutionProvider"] else "cuda"
+
+
 def _round_up(x: int, k: int = 32) -> int:
     return ((x + k - 1) // k) * k
 
@@ -44,6 +49,8 @@ class InsightFaceDetector(Detector):
     `det_size` caps the network input; smaller images are run at their own size (rounded
     up to a multiple of 32, at least `min_det_size`), which is faster and as accurate.
     """
+
+    runtime_attrs = ("_model",)
 
     def __init__(
         self,
@@ -58,13 +65,14 @@ class InsightFaceDetector(Detector):
         self.det_size = det_size
         self.min_det_size = min_det_size
         self.det_thresh = det_thresh
-        self._model = load_insightface_model(self.model_path, onnx_providers(device), "detect",
+        providers = onnx_providers(device)
+        self.execution = execution_device(providers)
+        self._model = load_insightface_model(self.model_path, providers, "detect",
                                              "an insightface-format face detector")
         # ctx_id < 0 would force the CPU; >= 0 keeps the providers chosen above
         self._model.prepare(ctx_id=-1 if device == "cpu" else 0, det_thresh=det_thresh,
                             input_size=(det_size, det_size))
         self.name = f"{Path(model).stem}"
-        self._fingerprint = file_fingerprint(self.model_path)
 
     def input_size_for(self, image: np.ndarray) -> tuple[int, int]:
         side = _round_up(max(image.shape[:2]))
@@ -79,9 +87,6 @@ class InsightFaceDetector(Detector):
         ]
         return sorted(faces, key=lambda f: -f.det_score)
 
-    def cache_key(self) -> str:
-        return f"{self.name}-{self._fingerprint}-{self.det_size}-{self.min_det_size}-{self.det_thresh}"
-
 
 class RetinaFaceDetector(Detector):
     """RetinaFace proper (ResNet50 backbone, facexlib architecture), e.g. the study's detector.
@@ -89,6 +94,8 @@ class RetinaFaceDetector(Detector):
     Loads `detection_Resnet50_Final.pth` (the biubug6 / facexlib checkpoint) from the models
     directory; never downloads.
     """
+
+    runtime_attrs = ("_net",)
 
     def __init__(
         self,
@@ -113,7 +120,6 @@ class RetinaFaceDetector(Detector):
                             "a RetinaFace-ResNet50 checkpoint", strip_prefix="module.")
         self._net = net.to(self.device).eval()
         self.name = "retinaface_r50"
-        self._fingerprint = file_fingerprint(self.model_path)
 
     def detect(self, image: np.ndarray) -> list[Face]:
         import torch
@@ -128,6 +134,3 @@ class RetinaFaceDetector(Detector):
             faces.append(Face(bbox=d[:4] / scale, kps=d[5:15].reshape(5, 2) / scale,
                               det_score=float(d[4])))
         return sorted(faces, key=lambda f: -f.det_score)
-
-    def cache_key(self) -> str:
-        return f"{self.name}-{self._fingerprint}-{self.max_side}-{self.det_thresh}"

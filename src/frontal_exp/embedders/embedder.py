@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 
 from frontal_exp.embedders.align import norm_crop
-from frontal_exp.embedders.base import Detector, Face, Recognizer
+from frontal_exp.embedders.base import Detector, Face, Recognizer, l2_normalize
 from frontal_exp.errors import ConfigError
+from frontal_exp.fingerprint import component_key
 from frontal_exp.images import downscale_to
 
 
@@ -70,8 +71,9 @@ class FaceEmbedder:
         self.max_side = max_side
 
     def cache_key(self) -> str:
-        return (f"{self.detector.cache_key()}|{self.recognizer.cache_key()}|"
-                f"{self.select}|{self.pad}|{self.max_side}")
+        """Key of the embedding cache: this code, every setting, and the detector's and
+        recognizer's own keys (their code and model files' contents)."""
+        return component_key(self)
 
     def _pick(self, faces: list[Face], shape: tuple[int, ...]) -> Face:
         if self.select == "score":
@@ -94,11 +96,15 @@ class FaceEmbedder:
         return norm_crop(image, face.kps, self.recognizer.input_size)
 
     def embed_images(self, images: list[np.ndarray]) -> list[FaceEmbedding]:
-        """Embed the chosen face of each image; recognition runs as one batch."""
+        """Embed the chosen face of each image; recognition runs as one batch.
+
+        Embeddings are unit-norm whatever the recognizer returns, so a dot product of two
+        is their cosine similarity (compare them with `metrics.similarity.cosine`)."""
         faces = [self.find_face(img) for img in images]
         todo = [i for i, f in enumerate(faces) if f is not None]
         crops = [self.align(images[i], faces[i]) for i in todo]
-        feats = self.recognizer.embed(crops) if crops else np.zeros((0, 0), np.float32)
+        feats = (l2_normalize(np.asarray(self.recognizer.embed(crops), dtype=np.float32))
+                 if crops else np.zeros((0, 0), np.float32))
         out = [FaceEmbedding(None, None, "no_face") for _ in images]
         for row, i in enumerate(todo):
             out[i] = FaceEmbedding(feats[row], faces[i])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from frontal_exp import weights
@@ -44,12 +43,3 @@ def load_insightface_model(path: Path, providers: list, needs: str, what: str):
     if model is None or not hasattr(model, needs):
         raise weights.bad_weights(path, what, "its inputs and outputs are not those of one")
     return model
-
-
-def file_fingerprint(path: Path) -> str:
-    """Short content hash of a model file, so cached embeddings follow the weights."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()[:12]

@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from frontal_exp.embedders.base import Recognizer, l2_normalize
-from frontal_exp.embedders.detectors import onnx_providers
-from frontal_exp.embedders.models import file_fingerprint, load_insightface_model, resolve_model
+from frontal_exp.embedders.detectors import execution_device, onnx_providers
+from frontal_exp.embedders.models import load_insightface_model, resolve_model
 
 
 class ArcFaceRecognizer(Recognizer):
     """ArcFace-style recognizer (112x112 aligned BGR crop in, D-dim embedding out), batched."""
+
+    runtime_attrs = ("_model",)
 
     def __init__(
         self,
@@ -23,14 +25,15 @@ class ArcFaceRecognizer(Recognizer):
     ) -> None:
         self.model_path = resolve_model(model, models_dir)
         self.batch_size = batch_size
-        self._model = load_insightface_model(self.model_path, onnx_providers(device), "get_feat",
+        providers = onnx_providers(device)
+        self.execution = execution_device(providers)
+        self._model = load_insightface_model(self.model_path, providers, "get_feat",
                                              "an insightface-format face recognizer")
         self.input_size = int(self._model.input_size[0])
         # Models exported with a fixed batch of 1 cannot take a stacked batch.
         shape = self._model.session.get_inputs()[0].shape
         self._fixed_batch = isinstance(shape[0], int) and shape[0] == 1
         self.name = Path(model).stem
-        self._fingerprint = file_fingerprint(self.model_path)
 
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
         if not crops:
@@ -38,6 +41,3 @@ class ArcFaceRecognizer(Recognizer):
         step = 1 if self._fixed_batch else self.batch_size
         feats = [self._model.get_feat(list(crops[i : i + step])) for i in range(0, len(crops), step)]
         return l2_normalize(np.concatenate(feats, axis=0).astype(np.float32))
-
-    def cache_key(self) -> str:
-        return f"{self.name}-{self._fingerprint}"

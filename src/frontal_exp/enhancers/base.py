@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from frontal_exp.fingerprint import component_key
+
 
 class Enhancer(ABC):
     """Post-processes a frontalized image (BGR uint8, HxWx3) to keep identity.
@@ -15,6 +17,9 @@ class Enhancer(ABC):
     """
 
     name: str = "enhancer"
+    #: attributes holding runtime state (loaded models, locks, counters), not settings:
+    #: left out of `cache_key` (every other attribute is part of it)
+    runtime_attrs: tuple[str, ...] = ()
 
     @abstractmethod
     def __call__(self, image: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
@@ -28,5 +33,7 @@ class Enhancer(ABC):
         return [self(img, ref) for img, ref in zip(images, refs, strict=True)]
 
     def cache_key(self) -> str:
-        """A string that changes whenever the output for the same input would change."""
-        return f"{self.name}:{sorted((k, repr(v)) for k, v in vars(self).items() if not k.startswith('_'))!r}"
+        """A string that changes whenever the output for the same input could change: the
+        code fingerprint, every setting (private ones too) and the model files' contents
+        (see `frontal_exp.fingerprint`). Name runtime state in `runtime_attrs`."""
+        return component_key(self)

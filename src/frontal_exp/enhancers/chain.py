@@ -43,9 +43,6 @@ class EnhancerChain(Enhancer):
             images = step.enhance_batch(images, references)
         return images
 
-    def cache_key(self) -> str:
-        return "chain[" + "|".join(s.cache_key() for s in self.steps) + "]"
-
     def __getattr__(self, item: str) -> object:
         # lets the framework log e.g. `device_used` of a GFPGAN step inside a chain
         if item.startswith("_") or item in ("steps", "name"):

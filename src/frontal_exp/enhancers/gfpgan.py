@@ -15,7 +15,12 @@ from frontal_exp.devices import torch_device
 from frontal_exp.embedders.align import similarity_transform
 from frontal_exp.embedders.base import Detector
 from frontal_exp.enhancers.base import Enhancer
-from frontal_exp.enhancers.match_crop import FACE_DETECTORS, build_detector, detect_faces
+from frontal_exp.enhancers.match_crop import (
+    FACE_DETECTORS,
+    build_detector,
+    detect_faces,
+    detector_model_file,
+)
 from frontal_exp.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -92,6 +97,7 @@ class GFPGANEnhancer(Enhancer):
     """
 
     name = "gfpgan"
+    runtime_attrs = ("_net", "_parser", "_detector", "_lock", "_no_face")
 
     def __init__(
         self,
@@ -135,24 +141,16 @@ class GFPGANEnhancer(Enhancer):
         paths = weights.resolve_all(needed, models_dir)
         self._model_path = paths[CHECKPOINTS[self.version]]
         self._parsing_path = paths.get(PARSING_WEIGHTS)
+        self._detector_file = detector_model_file(face_detector, models_dir)
         self._net = None
         self._parser = None
         self._detector: Detector | None = None
         self._lock = threading.Lock()
         self._no_face = 0
-        self._fingerprint: str | None = None
 
     @property
     def no_face_count(self) -> int:
         return self._no_face
-
-    def cache_key(self) -> str:
-        # the checkpoint's content hash: cached outputs follow the weights, not the file name
-        if self._fingerprint is None:
-            from frontal_exp.embedders.models import file_fingerprint
-
-            self._fingerprint = file_fingerprint(self._model_path)
-        return f"{super().cache_key()}:{self._fingerprint}"
 
     # -- model loading (once per instance) ---------------------------------------------------
 

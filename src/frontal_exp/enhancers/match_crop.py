@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,8 +14,22 @@ from frontal_exp.embedders.embedder import detect_with_padding
 from frontal_exp.enhancers.base import Enhancer
 from frontal_exp.errors import ConfigError
 
-#: face_detector option -> how to build it (shared with the GFPGAN enhancer)
-FACE_DETECTORS = ("retinaface", "scrfd500m")
+#: face_detector option -> its model file (shared with the GFPGAN enhancer)
+DETECTOR_MODELS = {
+    "retinaface": "facexlib/detection_Resnet50_Final.pth",
+    "scrfd500m": "packaged:scrfd_500m_bnkps.onnx",
+}
+FACE_DETECTORS = tuple(DETECTOR_MODELS)
+
+
+def detector_model_file(name: str, models_dir: str | None = None) -> Path:
+    """The model file of a face_detector option (MissingWeightsError when it is absent); a
+    setting of the enhancers that use it, so cached outputs follow its content."""
+    from frontal_exp.embedders.models import resolve_model
+
+    if name not in DETECTOR_MODELS:
+        raise ConfigError(f"face_detector must be one of {FACE_DETECTORS}, not {name!r}")
+    return resolve_model(DETECTOR_MODELS[name], models_dir)
 
 
 def build_detector(
@@ -29,10 +44,10 @@ def build_detector(
 
     if name == "retinaface":
         # 0.97 is GFPGANer's threshold: a restorer should only touch confident faces
-        return RetinaFaceDetector(models_dir=models_dir, device=device,
+        return RetinaFaceDetector(DETECTOR_MODELS[name], models_dir=models_dir, device=device,
                                   det_thresh=0.97 if det_thresh is None else det_thresh)
     if name == "scrfd500m":
-        return InsightFaceDetector("packaged:scrfd_500m_bnkps.onnx", device=device,
+        return InsightFaceDetector(DETECTOR_MODELS[name], device=device,
                                    det_thresh=0.5 if det_thresh is None else det_thresh)
     raise ConfigError(f"face_detector must be one of {FACE_DETECTORS}, not {name!r}")
 
@@ -65,6 +80,7 @@ class MatchCrop(Enhancer):
     """
 
     name = "match_crop"
+    runtime_attrs = ("_detector", "_lock", "_no_face")
 
     def __init__(
         self,
@@ -85,6 +101,7 @@ class MatchCrop(Enhancer):
         self.models_dir = models_dir
         self.det_thresh = det_thresh
         self.border = border
+        self._detector_file = detector_model_file(face_detector, models_dir)
         self._detector: Detector | None = None
         self._lock = threading.Lock()
         self._no_face = 0

@@ -19,6 +19,7 @@ class OmitBackground(Enhancer):
     """
 
     name = "omit_bg"
+    runtime_attrs = ("_seg", "_lock")
 
     def __init__(
         self,

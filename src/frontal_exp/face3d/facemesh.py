@@ -134,22 +134,22 @@ class FaceMeshDetector:
     def _scrfd_boxes(
         self, image: np.ndarray, max_num: int | None = None
     ) -> list[tuple[float, float, float, float]]:
-        try:
-            if self._scrfd is None:
-                from insightface.model_zoo import get_model
+        """Face boxes from the packaged SCRFD detector; [] only when it finds no face. Any
+        other failure propagates: a missing or unusable model file raises `ModelFileError`
+        (which stops a run), never a cached "no face"."""
+        if self._scrfd is None:
+            from frontal_exp.embedders.models import load_insightface_model
+            from frontal_exp.embedders.packaged import packaged_model_path
 
-                from frontal_exp.embedders.packaged import packaged_model_path
-
-                det = get_model(str(packaged_model_path("scrfd_500m_bnkps.onnx")),
-                                providers=["CPUExecutionProvider"])
-                det.prepare(ctx_id=-1, det_thresh=0.5, input_size=(640, 640))
-                self._scrfd = det
-            with self._lock:
-                dets, _ = self._scrfd.detect(
-                    image, max_num=self.max_faces if max_num is None else max_num, metric="max"
-                )
-        except Exception:  # noqa: BLE001 - the fallback is optional; no box means no face
-            return []
+            det = load_insightface_model(packaged_model_path("scrfd_500m_bnkps.onnx"),
+                                         ["CPUExecutionProvider"], "detect",
+                                         "an insightface-format face detector")
+            det.prepare(ctx_id=-1, det_thresh=0.5, input_size=(640, 640))
+            self._scrfd = det
+        with self._lock:
+            dets, _ = self._scrfd.detect(
+                image, max_num=self.max_faces if max_num is None else max_num, metric="max"
+            )
         return [tuple(map(float, d[:4])) for d in dets]
 
 

@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from frontal_exp.errors import ModelFileError
+from frontal_exp.fingerprint import component_key
 
 
 class Frontalizer(ABC):
@@ -19,6 +20,9 @@ class Frontalizer(ABC):
 
     #: short name used in run names, cache keys and tables
     name: str = "frontalizer"
+    #: attributes holding runtime state (loaded models, locks, counters), not settings:
+    #: left out of `cache_key` (every other attribute is part of it)
+    runtime_attrs: tuple[str, ...] = ()
 
     @abstractmethod
     def __call__(self, image: np.ndarray) -> np.ndarray:
@@ -41,5 +45,7 @@ class Frontalizer(ABC):
         return out
 
     def cache_key(self) -> str:
-        """A string that changes whenever the output for the same input would change."""
-        return f"{self.name}:{sorted((k, repr(v)) for k, v in vars(self).items() if not k.startswith('_'))!r}"
+        """A string that changes whenever the output for the same input could change: the
+        code fingerprint, every setting (private ones too) and the model files' contents
+        (see `frontal_exp.fingerprint`). Name runtime state in `runtime_attrs`."""
+        return component_key(self)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from frontal_exp.metrics.similarity import cosine
+
 
 def identity_scores(
     queries: np.ndarray, gallery: np.ndarray, gallery_ids: list[str]
@@ -11,11 +13,10 @@ def identity_scores(
     """Similarity of each query to each gallery IDENTITY (the best of its gallery images).
 
     Returns (n_queries, n_identities) scores and the identity of each column (sorted).
-    Embeddings are L2-normalised, so the dot product is the cosine similarity.
+    Similarities are cosines (`metrics.similarity.cosine`), whatever the embeddings' norms.
     """
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float64))
-    gallery = np.atleast_2d(np.asarray(gallery, dtype=np.float64))
-    sims = queries @ gallery.T
+    sims = np.atleast_2d(cosine(queries, gallery))
     names = sorted(set(gallery_ids))
     cols = np.asarray(gallery_ids)
     # a person with several gallery images is as close as their closest image

@@ -17,21 +17,14 @@ from omegaconf import DictConfig, OmegaConf
 from frontal_exp.config import instantiate_checked
 from frontal_exp.data.base import LoadedDataset, Skip
 from frontal_exp.metrics.stats import paired_comparison
-from frontal_exp.pipeline import EvaluationPipeline, ItemRecord, PipelineOutput
+from frontal_exp.pipeline import STATUSES, EvaluationPipeline, ItemRecord, PipelineOutput
 from frontal_exp.protocols.base import Protocol, RunResult
 
 log = logging.getLogger(__name__)
 
-#: problems counted per item in the results (see pipeline.STATUSES)
-PROBLEM_COUNTS = (
-    "no_face_angle",
-    "no_face_frontal",
-    "no_face_gt",
-    "unreadable_angle",
-    "unreadable_gt",
-    "frontalize_failed",
-    "enhance_failed",
-)
+#: reasons an item is not paired, counted ONCE per item by its status (the first problem in
+#: pipeline order, see pipeline.STATUSES): the counts add up to `not_paired`
+PROBLEM_COUNTS = tuple(s for s in STATUSES if s != "ok")
 
 
 @dataclass
@@ -71,8 +64,9 @@ def summarize(
         "tie_rate": cmp.tie_rate,
         "wilcoxon_p": cmp.wilcoxon_p,
     }
+    # one reason per item (its status); `problems` keeps every problem found, per item
     for problem in PROBLEM_COUNTS:
-        metrics[problem] = sum(problem in r.problems.split(",") for r in records)
+        metrics[problem] = sum(r.status == problem for r in records)
     metrics["not_paired"] = len(records) - len(paired)
     metrics["dataset_skipped"] = len(dataset_skips)
     # Means over every item that has the pair, not only the paired subset: shows how much
@@ -148,10 +142,10 @@ def format_results(metrics: dict[str, float], params: dict[str, str] | None = No
         f"{'Mean(Frontal-GT)':>16}: {m['frontal_to_gt']:.4f}",
         f"{'Net Gain':>16}: {m['net_gain']:+.4f}  95% CI [{m['net_gain_ci_low']:+.4f}, {m['net_gain_ci_high']:+.4f}]"
         f"  win rate {m['win_rate']:.2f} (ties {m['tie_rate']:.2f})  Wilcoxon p {m['wilcoxon_p']:.3g}",
-        f"{'not detected':>16}: angle {int(m['no_face_angle'])}, frontal {int(m['no_face_frontal'])}, "
-        f"gt {int(m['no_face_gt'])}; unreadable {int(m['unreadable_angle'] + m['unreadable_gt'])}; "
+        f"{'not paired':>16}: unreadable {int(m['unreadable_angle'] + m['unreadable_gt'])}; "
         f"frontalize failed {int(m['frontalize_failed'])}; enhance failed {int(m['enhance_failed'])}; "
-        f"dataset skipped {int(m['dataset_skipped'])}",
+        f"no face: angle {int(m['no_face_angle'])}, gt {int(m['no_face_gt'])}, frontal {int(m['no_face_frontal'])}"
+        f" (first reason per item); dataset skipped {int(m['dataset_skipped'])}",
     ]
     return "\n".join(lines)
 
@@ -175,8 +169,10 @@ class FrontalizationProtocol(Protocol):
         from frontal_exp.figures import pick_failures, pick_samples, records_figure
 
         dataset = instantiate_checked(cfg.dataset, "dataset")
-        data = dataset.load()
+        # the models first: a missing or unusable model file stops the run before the dataset
+        # is loaded (pose estimation alone can take minutes)
         pipeline = build_pipeline(cfg)
+        data = dataset.load()
         log.info("dataset %s: %d items, %d skipped by the loader", data.name, len(data.items), len(data.skipped))
         output = pipeline.run(data.items, progress=cfg.eval.progress)
         metrics = summarize(output.records, data.skipped, n_boot=cfg.eval.bootstrap, seed=cfg.seed)

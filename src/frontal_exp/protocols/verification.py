@@ -2,7 +2,8 @@
 
 "frontalized" is the configured model + enhancer applied to BOTH images of every pair, through
 the pipeline's caches. Pairs where a face is missing are counted, then scored as a fixed low
-similarity (`no_face: low`, LFW practice: every pair keeps its place) or dropped (`exclude`).
+similarity (`no_face: low`, LFW practice: every pair keeps its place) or dropped (`exclude`)
+from EVERY condition, so the conditions are always compared on the same pairs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from frontal_exp.data.base import LoadedDataset, require_dir
 from frontal_exp.data.folder import LFW_LAYOUT
 from frontal_exp.errors import BadImageError, ConfigError, DatasetError
 from frontal_exp.images import read_image
+from frontal_exp.metrics.similarity import cosine
 from frontal_exp.metrics.verification import kfold_accuracy, roc_curve, verification_metrics
 from frontal_exp.pipeline import EvaluationPipeline
 from frontal_exp.protocols.base import Protocol, RunResult
@@ -71,7 +73,16 @@ def parse_pairs(path: str | Path, root: str | Path) -> list[VerificationPair]:
 
 def generate_pairs(data: LoadedDataset, folds: int, max_pairs: int | None, seed: int) -> list[VerificationPair]:
     """Seeded same/different-person pairs from a dataset's own images (for sets with no
-    pairs.txt): up to max_pairs/2 of each, spread evenly over the folds."""
+    pairs.txt): up to max_pairs/2 of each, in folds DISJOINT BY IDENTITY, as LFW's are.
+
+    Each identity belongs to one fold, and every pair of a fold (different-person pairs
+    included) only shows identities of that fold: the threshold picked on the other folds
+    never saw a face of the people it is tested on. A fold needs two identities for its
+    different-person pairs, so there are at most (identities // 2) folds; fewer than `folds`
+    is logged. Identities are spread so that folds offer similar numbers of same-person
+    pairs, the pairs are shared evenly over the folds, and each fold gets as many
+    different-person as same-person pairs where it can.
+    """
     rng = random.Random(seed)
     images: dict[str, set[str]] = {}
     for it in data.items:
@@ -79,22 +90,72 @@ def generate_pairs(data: LoadedDataset, folds: int, max_pairs: int | None, seed:
     for identity, extra in data.extra_frontals.items():
         if identity in images:
             images[identity].update(str(p) for p in extra)
-    same = sorted(p for paths in images.values() for p in itertools.combinations(sorted(paths), 2))
-    half = len(same) if max_pairs is None else min(len(same), max_pairs // 2)
-    same = rng.sample(same, half)
-    people = sorted(images)
-    if len(people) < 2:
-        raise DatasetError(f"verification needs at least two identities; dataset {data.name!r} has {len(people)}")
+    n_folds = min(folds, len(images) // 2)
+    if n_folds < 2:
+        raise DatasetError(f"verification with generated pairs needs at least 4 identities (folds are disjoint "
+                           f"by identity, two per fold at least); dataset {data.name!r} has {len(images)}: "
+                           "use a larger dataset or an LFW pairs.txt (protocol.pairs_file)")
+    if n_folds < folds:
+        log.warning("verification: %d folds instead of %d (folds are disjoint by identity, %d identities)",
+                    n_folds, folds, len(images))
+    same_of = {person: list(itertools.combinations(sorted(paths), 2)) for person, paths in images.items()}
+    fold_people = _identity_folds(same_of, n_folds, rng)
+    fold_same = [[pair for person in members for pair in same_of[person]] for members in fold_people]
+    total = sum(len(f) for f in fold_same)
+    budget = total if max_pairs is None else min(total, max_pairs // 2)
+    quotas = _even_shares(budget, [len(f) for f in fold_same])
+    pairs = []
+    for k, (members, same, quota) in enumerate(zip(fold_people, fold_same, quotas, strict=True)):
+        pairs += [VerificationPair(a, b, True, k) for a, b in sorted(rng.sample(same, quota))]
+        pairs += [VerificationPair(a, b, False, k) for a, b in _different_pairs(members, images, quota, rng)]
+    return pairs
+
+
+def _identity_folds(same_of: dict[str, list], n_folds: int, rng: random.Random) -> list[list[str]]:
+    """Identities split into n_folds folds of two identities at least, the identities with the
+    most same-person pairs spread first (seeded order among equals), each to the fold with the
+    fewest pairs so far among those that still lack their second identity, then among all."""
+    people = sorted(same_of)
+    rng.shuffle(people)
+    people.sort(key=lambda p: -len(same_of[p]))  # stable: the shuffle orders equals
+    members: list[list[str]] = [[] for _ in range(n_folds)]
+    load = [0] * n_folds
+    for person in people:
+        k = min(range(n_folds), key=lambda f: (len(members[f]) >= 2, load[f], len(members[f])))
+        members[k].append(person)
+        load[k] += len(same_of[person])
+    return [sorted(m) for m in members]
+
+
+def _even_shares(total: int, available: list[int]) -> list[int]:
+    """`total` split as evenly as possible over bins, none over its `available` count."""
+    shares = [0] * len(available)
+    remaining = total
+    order = sorted(range(len(available)), key=lambda i: available[i])
+    for n_left, i in zip(range(len(order), 0, -1), order, strict=True):
+        shares[i] = min(available[i], remaining // n_left)
+        remaining -= shares[i]
+    return shares
+
+
+def _different_pairs(people: list[str], images: dict[str, set[str]], n: int,
+                     rng: random.Random) -> list[tuple[str, str]]:
+    """Up to n distinct seeded pairs of images of two different people among `people`."""
+    n_possible = sum(len(images[p]) * len(images[q]) for p, q in itertools.combinations(people, 2))
     diff: set[tuple[str, str]] = set()
-    n_diff = sum(len(images[p]) * len(images[q]) for p, q in itertools.combinations(people, 2))
-    while len(diff) < min(half, n_diff):
+    while len(diff) < min(n, n_possible):
         p, q = rng.sample(people, 2)
         diff.add(tuple(sorted((rng.choice(sorted(images[p])), rng.choice(sorted(images[q]))))))
-    diff_list = sorted(diff)
-    rng.shuffle(diff_list)
-    pairs = [VerificationPair(a, b, True, i % folds) for i, (a, b) in enumerate(same)]
-    pairs += [VerificationPair(a, b, False, i % folds) for i, (a, b) in enumerate(diff_list)]
-    return pairs
+    out = sorted(diff)
+    rng.shuffle(out)
+    return out
+
+
+def pair_scores(pairs: list[VerificationPair], emb: dict[str, np.ndarray | None]) -> np.ndarray:
+    """Cosine similarity of each pair; NaN where a face is missing in either image."""
+    return np.array([cosine(emb[p.path_a], emb[p.path_b])
+                     if emb.get(p.path_a) is not None and emb.get(p.path_b) is not None else np.nan
+                     for p in pairs], dtype=np.float64)
 
 
 class VerificationProtocol(Protocol):
@@ -181,11 +242,20 @@ class VerificationProtocol(Protocol):
                 out[p] = r.embedding
         return out
 
+    def scored_pairs(self, raw: dict[str, np.ndarray]) -> np.ndarray:
+        """Which pairs every condition is scored on: all of them (`no_face: low`, a pair with
+        a missing face scores `no_face_score`), or only those with both faces found in EVERY
+        condition (`exclude`), so the conditions are compared on the same pairs."""
+        n = len(next(iter(raw.values())))
+        if self.no_face == "low":
+            return np.ones(n, dtype=bool)
+        return np.logical_and.reduce([~np.isnan(r) for r in raw.values()])
+
     def run(self, cfg: DictConfig) -> RunResult:
         from frontal_exp.protocols.frontalization import build_pipeline, describe
 
+        pipeline = build_pipeline(cfg)  # model files are checked before the dataset loads
         pairs, source = self.pairs(cfg)
-        pipeline = build_pipeline(cfg)
         paths = sorted({p for pair in pairs for p in (pair.path_a, pair.path_b)})
         log.info("verification: %d pairs (%s), %d images", len(pairs), source, len(paths))
         labels = np.array([p.same for p in pairs], dtype=bool)
@@ -196,28 +266,27 @@ class VerificationProtocol(Protocol):
         rows, fold_rows = [], []
         pair_table = pd.DataFrame({"fold": folds, "same": labels, "path_a": [p.path_a for p in pairs],
                                    "path_b": [p.path_b for p in pairs]})
-        curves = {}
+        raw, no_face_images = {}, {}
         for cond in self.conditions:
             emb = self.embeddings(pipeline, paths, cond, cfg.eval.progress)
-            raw = np.array([np.dot(emb[p.path_a], emb[p.path_b]) if emb.get(p.path_a) is not None
-                            and emb.get(p.path_b) is not None else np.nan for p in pairs], dtype=np.float64)
-            missing = np.isnan(raw)
-            pair_table[f"score_{cond}"] = raw
-            if self.no_face == "low":
-                keep = np.ones_like(missing)
-                scores = np.where(missing, self.no_face_score, raw)
-            else:
-                keep = ~missing
-                scores = raw
-            m = verification_metrics(scores[keep], labels[keep], folds[keep], self.fars)
-            m.update({"n_pairs": len(pairs), "n_no_face": int(missing.sum()), "n_scored": int(keep.sum()),
-                      "no_face_images": sum(emb.get(p) is None for p in paths)})
+            raw[cond] = pair_scores(pairs, emb)
+            no_face_images[cond] = sum(emb.get(p) is None for p in paths)
+            pair_table[f"score_{cond}"] = raw[cond]
+        keep = self.scored_pairs(raw)
+        pair_table["scored"] = keep
+        curves = {}
+        for cond in self.conditions:
+            missing = np.isnan(raw[cond])
+            scores = np.where(missing, self.no_face_score, raw[cond])[keep]
+            m = verification_metrics(scores, labels[keep], folds[keep], self.fars)
+            m.update({"n_pairs": len(pairs), "n_no_face": int(missing.sum()), "n_excluded": int((~keep).sum()),
+                      "n_scored": int(keep.sum()), "no_face_images": no_face_images[cond]})
             metrics.update({f"{cond}.{k}": float(v) for k, v in m.items()})
             rows.append({"condition": cond, **m})
-            kf = kfold_accuracy(scores[keep], labels[keep], folds[keep])
+            kf = kfold_accuracy(scores, labels[keep], folds[keep])
             fold_rows += [{"condition": cond, "fold": i, "threshold": t, "accuracy": a}
                           for i, (t, a) in enumerate(zip(kf.thresholds, kf.accuracies, strict=True))]
-            curves[cond] = (scores[keep], labels[keep])
+            curves[cond] = (scores, labels[keep])
         result = RunResult(metrics=metrics, params=params,
                            tables={"verification": pd.DataFrame(rows), "verification_folds": pd.DataFrame(fold_rows),
                                    "verification_pairs": pair_table})

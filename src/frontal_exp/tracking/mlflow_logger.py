@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,13 +38,89 @@ def default_sqlite_uri(output_root: str | os.PathLike) -> str:
     return f"sqlite:///{db}"
 
 
+#: SQLite URIs whose schema this process has already created or found (see `client_for`)
+_SCHEMA_READY: set[str] = set()
+
+
 def client_for(uri: str) -> MlflowClient:
-    """An MLflow client for a URI. (MLflow sets a 20 s SQLite busy timeout per session, so
-    parallel jobs wait for each other's writes; the sweep callback creates the database and
-    the experiment before the jobs start, so they never race on the schema.)"""
+    """An MLflow client for a URI.
+
+    MLflow creates (or migrates) a SQLite database's schema when the first client opens it;
+    two processes doing that at once fail ("duplicate column name"), so the first client of
+    each process opens a SQLite store under a file lock, `<db>.lock`: one process creates
+    the schema, the others wait and find it. (MLflow sets a 20 s SQLite busy timeout per
+    session, so parallel jobs then wait for each other's writes.)
+    """
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    db = sqlite_path(uri)
+    if db is None or uri in _SCHEMA_READY:
+        return MlflowClient(tracking_uri=uri)
+    from filelock import FileLock
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock"):
+        client = MlflowClient(tracking_uri=uri)  # opens the store: creates the schema if new
+    _SCHEMA_READY.add(uri)
+    return client
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (None for other stores and in-memory SQLite)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path).expanduser() if path and path != ":memory:" else None
+
+
+HOST_TAG = "frontal_exp.host"
+PID_TAG = "frontal_exp.pid"
+
+
+def process_tags() -> dict[str, str]:
+    """The host and process id of this process, tagged on every run and sweep parent when it
+    is created, so a later start can tell a run whose process died from a live one."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
+def mark_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Set KILLED every RUNNING run (jobs and sweep parents) of an experiment that was started
+    on this host by a process that no longer exists (killed by SIGKILL, the OOM killer, a
+    crash): it can never finish. Runs of other hosts are left alone. Returns their ids."""
+    host = socket.gethostname()
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
+    )
+    killed = []
+    for run in runs:
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and not pid_alive(int(pid)):
+            client.set_tag(run.info.run_id, "frontal_exp.killed", f"process {pid} on {host} is gone")
+            client.set_terminated(run.info.run_id, "KILLED")
+            log.warning("MLflow run %s was left RUNNING by process %s, which is gone: marked KILLED",
+                        run.info.run_id, pid)
+            killed.append(run.info.run_id)
+    return killed
+
+
+def start_tracking(cfg: DictConfig) -> tuple[MlflowClient, str]:
+    """At the start of a run or sweep: the client and experiment id, with the runs that dead
+    processes left RUNNING marked KILLED (see `mark_dead_runs`)."""
+    client = client_for(tracking_uri(cfg))
+    exp_id = ensure_experiment(client, cfg.tracking.experiment, cfg.output_root)
+    mark_dead_runs(client, exp_id)
+    return client, exp_id
 
 
 def ensure_experiment(client: MlflowClient, name: str, output_root: str | os.PathLike) -> str:
@@ -79,11 +156,15 @@ def log_result(cfg: DictConfig, result: RunResult, parent_run_id: str | None = N
     import pandas as pd
     from mlflow.entities import Metric, Param, RunTag
 
+    from frontal_exp.tracking import config_id
+
     if parent_run_id is None:
         parent_run_id = sweep_parent_run_id()
     client = client_for(tracking_uri(cfg))
     exp_id = ensure_experiment(client, cfg.tracking.experiment, cfg.output_root)
-    tags = {"frontal_exp.kind": "job", "frontal_exp.protocol": result.params.get("protocol", "")}
+    canonical = config_id.canonical_config(cfg)
+    tags = {"frontal_exp.kind": "job", "frontal_exp.protocol": result.params.get("protocol", ""),
+            config_id.CONFIG_HASH_TAG: config_id.config_hash(canonical), **process_tags()}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(exp_id, run_name=run_name_of(cfg, result.params), tags=tags)
@@ -98,6 +179,7 @@ def log_result(cfg: DictConfig, result: RunResult, parent_run_id: str | None = N
         metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items()]
         client.log_batch(run_id, metrics=metrics, tags=[RunTag(f"param.{k}", v) for k, v in result.params.items()])
         client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        client.log_dict(run_id, canonical, config_id.CANONICAL_ARTIFACT)
         tables = {"results": pd.DataFrame([{**result.params, **result.metrics}]), **result.tables}
         for name, table in tables.items():
             client.log_table(run_id, data=table, artifact_file=f"tables/{name}.json")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,8 @@ from omegaconf import DictConfig
 from frontal_exp.tracking.mlflow_logger import (
     PARENT_FILE,
     client_for,
-    ensure_experiment,
+    process_tags,
+    start_tracking,
     tracking_uri,
 )
 
@@ -58,26 +61,48 @@ def format_summary(df: pd.DataFrame) -> str:
     return df[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}")
 
 
+@contextmanager
+def sweep_tracking(step: str, config: DictConfig) -> Iterator[None]:
+    """Fail the sweep (exit status 1) when its MLflow tracking fails in `step`.
+
+    Hydra catches an exception raised by a callback, prints it as a warning and goes on, so the
+    sweep would end with status 0 and a missing or RUNNING parent run. SystemExit is not an
+    Exception: Hydra lets it through and the process exits with its message."""
+    try:
+        yield
+    except Exception as exc:
+        log.exception("MLflow tracking failed (%s)", step)
+        raise SystemExit(
+            f"error: MLflow tracking failed while {step}: {type(exc).__name__}: {exc}\n"
+            f"The sweep is stopped: check the tracking store ({tracking_uri(config)}), or set "
+            "tracking.enabled=false to run without MLflow, and run the sweep again."
+        ) from exc
+
+
 class MlflowSweepCallback(Callback):
     """Creates the experiment and the parent run before the jobs start (no races between
-    parallel jobs), and closes it with a comparison table of the jobs."""
+    parallel jobs), and closes it with a comparison table of the jobs. A tracking error here
+    stops the sweep with a non-zero exit status (see `sweep_tracking`)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.tracking.enabled:
             return
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        client = client_for(tracking_uri(config))
-        exp_id = ensure_experiment(client, config.tracking.experiment, config.output_root)
-        overrides = " ".join(config.hydra.overrides.task)
-        run = client.create_run(exp_id, run_name=f"sweep {sweep_dir.name}",
-                                tags={"frontal_exp.kind": "sweep", "sweep.overrides": overrides[:5000]})
-        (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": run.info.run_id, "experiment_id": exp_id}))
+        with sweep_tracking("creating the sweep's parent run", config):
+            sweep_dir = Path(config.hydra.sweep.dir)
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            client, exp_id = start_tracking(config)
+            overrides = " ".join(config.hydra.overrides.task)
+            run = client.create_run(exp_id, run_name=f"sweep {sweep_dir.name}",
+                                    tags={"frontal_exp.kind": "sweep", "sweep.overrides": overrides[:5000],
+                                          "sweep.dir": str(sweep_dir.resolve()), **process_tags()})
+            (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": run.info.run_id, "experiment_id": exp_id}))
         log.info("MLflow parent run %s", run.info.run_id)
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
         """A failed job marks the sweep's parent run FAILED at once: Hydra may stop the sweep
-        there, and the parent must not stay RUNNING forever."""
+        there, and the parent must not stay RUNNING forever. (This may run in a launcher's
+        worker process; an error here is only Hydra's warning, but the job failed, so the
+        sweep fails anyway, and a parent left RUNNING is marked KILLED by the next start.)"""
         from hydra.core.utils import JobStatus
 
         if job_return is None or job_return.status != JobStatus.FAILED or not config.tracking.enabled:
@@ -101,13 +126,13 @@ class MlflowSweepCallback(Callback):
         print(f"\nSweep summary ({sweep_dir}):\n{text}\n")
         if not df.empty:
             df.to_csv(sweep_dir / "summary.csv", index=False)
-        parent = sweep_dir / PARENT_FILE
-        if not config.tracking.enabled or not parent.is_file():
+        if not config.tracking.enabled:
             return
-        run_id = json.loads(parent.read_text())["run_id"]
-        client = client_for(tracking_uri(config))
-        if not df.empty:
-            client.log_table(run_id, data=df, artifact_file="tables/sweep_summary.json")
-            client.log_text(run_id, text, "sweep_summary.txt")
-        failed = client.get_run(run_id).info.status == "FAILED"
-        client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+        with sweep_tracking("closing the sweep's parent run", config):
+            run_id = json.loads((sweep_dir / PARENT_FILE).read_text())["run_id"]
+            client = client_for(tracking_uri(config))
+            if not df.empty:
+                client.log_table(run_id, data=df, artifact_file="tables/sweep_summary.json")
+                client.log_text(run_id, text, "sweep_summary.txt")
+            failed = client.get_run(run_id).info.status == "FAILED"
+            client.set_terminated(run_id, "FAILED" if failed else "FINISHED")

@@ -49,6 +49,9 @@ class LivePortraitFrontalizer(Frontalizer):
     """
 
     name = "liveportrait"
+    # every other attribute is part of the cache key: the settings, the device type (with
+    # fp16, the precision actually used) and the checkpoints in `_paths` by their contents
+    runtime_attrs = ("_nets", "_landmarker", "_last_motion")
 
     def __init__(
         self,
@@ -89,7 +92,6 @@ class LivePortraitFrontalizer(Frontalizer):
         self.det_size = det_size
         self.det_thresh = det_thresh
         self.batch_size = batch_size
-        # private: not part of the cache key (they do not change the output)
         self._device = torch.device(torch_device(device))
         if fp16 and self._device.type != "cuda":
             log.warning("liveportrait: fp16 needs CUDA; running in float32 on %s", self._device)
@@ -99,15 +101,6 @@ class LivePortraitFrontalizer(Frontalizer):
         self._landmarker: FaceLandmarker | None = None
         self._mask = blend_mask(CROP_SIZE)
         self._last_motion: Motion | None = None
-
-    def cache_key(self) -> str:
-        """Settings, the precision actually used and the checkpoints' contents: outputs made
-        in fp16 on a GPU or with other weights never stand in for these."""
-        from frontal_exp.embedders.models import file_fingerprint
-
-        half = self.fp16 and self._device.type == "cuda"
-        prints = [file_fingerprint(self._paths[rel]) for rel in sorted(self._paths)]
-        return f"{super().cache_key()}|{'fp16' if half else 'fp32'}|{','.join(prints)}"
 
     # ---- lazy resources -------------------------------------------------------------
     @property

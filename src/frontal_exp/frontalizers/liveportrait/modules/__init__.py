@@ -82,7 +82,9 @@ def randomize_(module: nn.Module, generator: torch.Generator, scale: float = 0.1
     zero, which would hide mistakes in those layers; spectral-norm vectors are re-settled.
     """
     for name, p in module.named_parameters():
-        p.add_(scale * torch.randn(p.shape, generator=generator) * (p.std() if p.numel() > 1 else 1))
+        spread = float(p.std()) if p.numel() > 1 else 1.0
+        # constant initial values (norm affines at 1/0) get an absolute perturbation
+        p.add_(scale * torch.randn(p.shape, generator=generator) * (spread or 1.0))
         if name.endswith("grn.gamma") or name.endswith("grn.beta"):
             p.copy_(0.1 * torch.randn(p.shape, generator=generator))
     for name, b in module.named_buffers():
