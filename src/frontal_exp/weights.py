@@ -43,6 +43,8 @@ class WeightFile:
     sha256: str | None = None
     #: when `url` is a zip archive, the member to extract (matched by file name)
     archive_member: str | None = None
+    #: the source needs a registration or a browser (licence form, Google Drive): no download
+    manual: bool = False
 
     @property
     def filename(self) -> str:
@@ -109,7 +111,42 @@ def _entries() -> list[WeightFile]:
         WeightFile(f"liveportrait/{rel}", f"{_LP_HUB}/{rel}", lp_licence, f"LivePortrait {desc}")
         for rel, desc in lp_files.items()
     ]
+    out += _deca_entries()
+    out += _ffwm_entries()
     return out
+
+
+def _ffwm_entries() -> list[WeightFile]:
+    """FFWM (csyxwei/FFWM): the two test-time networks, from the Google Drive folder of its
+    README (mirror: https://pan.baidu.com/s/1X62Atd9Q_USs0aGQk3WllA, code l98p)."""
+    drive = "https://drive.google.com/drive/folders/1U26FvuLtXraxPrRNxCxFka3DOvRuG4NW"
+    licence = "FFWM: code MIT; no licence stated for the weights (trained on Multi-PIE, whose terms apply)"
+    return [
+        WeightFile("ffwm/latest_net_flowNetF.pth", drive, licence,
+                   "FFWM flowNetF (flow to frontal; checkpoints/ffwm/ in the Drive folder)", manual=True),
+        WeightFile("ffwm/latest_net_netG.pth", drive, licence,
+                   "FFWM netG (flow-warped generator; checkpoints/ffwm/ in the Drive folder)", manual=True),
+    ]
+
+
+def _deca_entries() -> list[WeightFile]:
+    """DECA (yfeng95/DECA): its model, FLAME 2020 and DECA's data files, as one folder."""
+    deca_licence = ("DECA: non-commercial scientific research only, no redistribution "
+                    "(MPI licence, https://deca.is.tue.mpg.de)")
+    flame_licence = "FLAME 2020: MPI non-commercial licence, registration required (https://flame.is.tue.mpg.de)"
+    data = "https://github.com/yfeng95/DECA/raw/master/data"
+    return [
+        WeightFile("deca/deca_model.tar",
+                   "https://drive.google.com/file/d/1rp8kdyLPvErw2dTmqtjISRVvQLj6Yzje/view", deca_licence,
+                   "DECA encoders and detail decoder (a torch.save dict, not a tar archive)", manual=True),
+        WeightFile("deca/generic_model.pkl", "https://flame.is.tue.mpg.de/ (FLAME2020.zip)", flame_licence,
+                   "FLAME 2020 head model (register, download FLAME2020.zip, take generic_model.pkl)",
+                   manual=True),
+        WeightFile("deca/landmark_embedding.npy", f"{data}/landmark_embedding.npy", deca_licence,
+                   "FLAME landmark faces and barycentric coordinates (DECA's data/)"),
+        WeightFile("deca/head_template.obj", f"{data}/head_template.obj", deca_licence,
+                   "FLAME topology with UV coordinates (DECA's data/)"),
+    ]
 
 
 REGISTRY: dict[str, WeightFile] = {w.relpath: w for w in _entries()}
@@ -315,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"models directory: {root}")
     for e in entries:
         path = _find(e, root)
+        if args.command == "download" and path is None and e.manual:
+            print(f"  MANUAL     {e.relpath}: get it by hand from {e.url} ({e.licence})")
+            status = 1
+            continue
         if args.command == "download" and path is None:
             try:
                 path = download(e, root)

@@ -152,3 +152,138 @@ def render_mesh(
     else:
         out[~mask] = background[~mask]
     return out, mask
+
+
+# -- per-pixel z-buffer (DECA: attributes in image space and in UV space) -------------------
+
+#: barycentric slack so that pixel centres on a shared edge belong to a triangle
+_EDGE_EPS = 1e-6
+#: candidate pixels tested per chunk of triangles (bounds the memory of the vectorised test)
+_CHUNK = 1 << 21
+
+
+@dataclass
+class ZBuffer:
+    """The nearest triangle at each pixel centre of an HxW image, and where inside it.
+
+    Pixel (row i, column j) has its centre at x = j, y = i. Unlike `rasterize` (painter's
+    algorithm on whole triangles), depth is compared per pixel, so interpenetrating
+    triangles split where their surfaces cross.
+    """
+
+    shape: tuple[int, int]
+    #: HxW int32 triangle index, -1 where no triangle covers the pixel centre
+    face: np.ndarray
+    #: HxWx3 float32 barycentric coordinates in that triangle (0 where none)
+    bary: np.ndarray
+    #: HxW float32 interpolated depth (smaller = nearer), +inf where none
+    depth: np.ndarray
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.face >= 0
+
+    def interpolate(self, corner_values: np.ndarray) -> np.ndarray:
+        """Per-triangle-corner values (T, 3) or (T, 3, K) -> HxW or HxWxK float32, 0 outside.
+
+        Per-corner (not per-vertex) values let a triangle's corners take values from another
+        index set, e.g. vertex attributes drawn at UV positions."""
+        values = np.asarray(corner_values, dtype=np.float32)
+        flat = values[..., None] if values.ndim == 2 else values
+        out = np.zeros(self.shape + flat.shape[2:], dtype=np.float32)
+        ys, xs = np.nonzero(self.mask)
+        out[ys, xs] = np.einsum("nck,nc->nk", flat[self.face[ys, xs]], self.bary[ys, xs])
+        return out[..., 0] if values.ndim == 2 else out
+
+
+def rasterize_zbuffer(
+    xy: np.ndarray,
+    depth: np.ndarray,
+    triangles: np.ndarray,
+    shape: tuple[int, int],
+    cull_backfaces: bool = False,
+) -> ZBuffer:
+    """Rasterize a projected mesh with a per-pixel depth test (vertex `xy` in pixels, `depth`
+    smaller = nearer, linear in screen space as under an orthographic camera). With
+    `cull_backfaces`, triangles whose corners run clockwise on screen (y down: negative
+    `signed_areas`) are kept and the others skipped, as `rasterize` does."""
+    h, w = int(shape[0]), int(shape[1])
+    triangles = np.asarray(triangles, dtype=np.int64)
+    xy = np.asarray(xy, dtype=np.float64)[:, :2]
+    z = np.asarray(depth, dtype=np.float64)
+    corners = xy[triangles]  # (T, 3, 2)
+    area = signed_areas(xy, triangles)
+    keep = np.abs(area) > 1e-12
+    if cull_backfaces:
+        keep &= area < 0
+    x_lo = np.clip(np.ceil(corners[:, :, 0].min(1) - _EDGE_EPS), 0, w).astype(np.int64)
+    x_hi = np.clip(np.floor(corners[:, :, 0].max(1) + _EDGE_EPS), -1, w - 1).astype(np.int64)
+    y_lo = np.clip(np.ceil(corners[:, :, 1].min(1) - _EDGE_EPS), 0, h).astype(np.int64)
+    y_hi = np.clip(np.floor(corners[:, :, 1].max(1) + _EDGE_EPS), -1, h - 1).astype(np.int64)
+    widths, heights = x_hi - x_lo + 1, y_hi - y_lo + 1
+    keep &= (widths > 0) & (heights > 0)
+    ids = np.nonzero(keep)[0]
+    counts = (widths * heights)[ids]
+
+    # barycentric coordinates as affine functions of (x, y): b = inv[t] @ (x, y, 1)
+    (x0, y0), (x1, y1), (x2, y2) = (corners[:, k, :].T for k in range(3))
+    det = np.where(keep, area, 1.0)
+    inv = np.empty((len(triangles), 3, 3))
+    inv[:, 0] = np.stack([y1 - y2, x2 - x1, x1 * y2 - x2 * y1], 1)
+    inv[:, 1] = np.stack([y2 - y0, x0 - x2, x2 * y0 - x0 * y2], 1)
+    inv[:, 2] = np.stack([y0 - y1, x1 - x0, x0 * y1 - x1 * y0], 1)
+    inv /= det[:, None, None]
+
+    zbuf = np.full(h * w, np.inf)
+    face = np.full(h * w, -1, dtype=np.int64)
+    bary = np.zeros((h * w, 3))
+    ends = np.cumsum(counts)
+    start = 0
+    while start < len(ids):
+        stop = max(start + 1, int(np.searchsorted(ends, (ends[start - 1] if start else 0) + _CHUNK)))
+        chunk, n = ids[start:stop], counts[start:stop]
+        tri = np.repeat(chunk, n)
+        local = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        px = x_lo[tri] + local % widths[tri]
+        py = y_lo[tri] + local // widths[tri]
+        b = inv[tri] @ np.stack([px, py, np.ones_like(px)], 1)[:, :, None].astype(np.float64)
+        b = b[:, :, 0]
+        inside = (b >= -_EDGE_EPS).all(1)
+        tri, px, py, b = tri[inside], px[inside], py[inside], b[inside]
+        pz = (b * z[triangles[tri]]).sum(1)
+        pix = py * w + px
+        # nearest candidate per pixel in this chunk, then against what is already drawn
+        order = np.lexsort((pz, pix))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = pix[order][1:] != pix[order][:-1]
+        best = order[first]
+        nearer = pz[best] < zbuf[pix[best]]
+        best = best[nearer]
+        zbuf[pix[best]], face[pix[best]], bary[pix[best]] = pz[best], tri[best], b[best]
+        start = stop
+    return ZBuffer((h, w), face.reshape(h, w).astype(np.int32),
+                   np.clip(bary, 0, 1).reshape(h, w, 3).astype(np.float32),
+                   zbuf.reshape(h, w).astype(np.float32))
+
+
+def ndc_to_pixels(points: np.ndarray, size: int) -> np.ndarray:
+    """DECA's projected coordinates (x, y in [-1, 1] across the image, y down after its
+    camera's flip) -> pixel coordinates of an image `size` wide, in grid_sample's
+    align_corners=False convention: -1 and 1 are the outer edges of the border pixels."""
+    pts = np.asarray(points, dtype=np.float64)
+    return (pts[..., :2] + 1) * size / 2 - 0.5
+
+
+def uv_to_pixels(uv: np.ndarray, size: int) -> np.ndarray:
+    """Texture coordinates (u, v in [0, 1], v up as in OBJ files) -> pixels of a `size` UV
+    map whose first row is v = 1 (the layout DECA's texture maps use)."""
+    uv = np.asarray(uv, dtype=np.float64)
+    return ndc_to_pixels(np.stack([uv[:, 0] * 2 - 1, 1 - uv[:, 1] * 2], 1), size)
+
+
+def rasterize_uv(uv: np.ndarray, uv_triangles: np.ndarray, size: int) -> ZBuffer:
+    """The UV layout as a ZBuffer: which triangle each texel of a size x size map belongs to.
+    `interpolate(vertex_values[triangles])` then draws per-vertex attributes (positions,
+    normals, image coordinates) into UV space."""
+    xy = uv_to_pixels(uv, size)
+    return rasterize_zbuffer(xy, np.zeros(len(xy)), uv_triangles, (size, size))
