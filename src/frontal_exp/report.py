@@ -458,6 +458,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
                              "groups without one are left out, with a note in the report")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the CIs")
     args = parser.parse_args(argv)
+    # one progress bar per downloaded table is noise; set the variable to true to see them
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_sqlite_uri(args.output_root)
     client = client_for(uri)
     report = build_report(client, args.experiment, args.parent_run, parse_baseline(args.baseline), args.bootstrap)
