@@ -82,6 +82,15 @@ def test_verification_on_demo_is_logged(make_cfg, root, cache):
     assert metrics["frontalized.auc"] == pytest.approx(m["frontalized.auc"])
     assert {"figures/roc.png", "figures/score_hist.png", "tables/verification.json",
             "tables/verification_folds.json", "tables/verification_pairs.json"} <= arts
+    # the report's verification table shows the same counts, one row per condition
+    from frontal_exp.report import load_runs, table_verification
+
+    client = MlflowClient(default_sqlite_uri(root))
+    runs = load_runs(client, "frontal_exp")
+    table = table_verification(runs[runs.run_id == result.run_id], client, root / "dl")
+    assert table.Condition.tolist() == ["original", "frontalized"]
+    assert table.Scored.tolist() == [40, 40] and table.Excluded.tolist() == [0, 0]
+    assert table.Folds.tolist() == [n_folds, n_folds]
 
 
 def test_frontalization_analyses_on_demo_are_logged(make_cfg, root, cache):
