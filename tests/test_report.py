@@ -244,6 +244,18 @@ def test_paired_comparisons_without_a_baseline_run_say_so(store, tmp_path):
     assert paired.Config.tolist() == ["mesh3d+sharp"] and paired["Mean diff"].iloc[0] == pytest.approx(0.075)
 
 
+def test_a_baseline_that_matches_several_runs_is_named(store, tmp_path):
+    """`--baseline model=mesh3d` over a strength sweep matches two runs: the report says
+    which one it compared against instead of picking one silently."""
+    for strength, values in ((0.5, [0.5, 0.6, 0.7]), (1.0, [0.4, 0.6, 0.6])):
+        log_run(store, "several", [f"model.strength={strength}"], {"net_gain": 0.0, "n": 3},
+                items=items_table(values))
+    log_run(store, "several", [], {"net_gain": 0.0, "n": 3}, enhancer="sharp", items=items_table([0.6, 0.7, 0.8]))
+    text, _ = report(store, "several", tmp_path / "r", "--baseline", "model=mesh3d,enhancer=none")
+    assert "- 2 runs match the baseline (model=mesh3d, enhancer=none) for dataset=demo" in text
+    assert "is used." in text
+
+
 class FailingDownloads:
     """A real MLflow client whose artifact downloads fail as an unreachable store would."""
 

@@ -103,15 +103,21 @@ def test_a_tracking_error_in_the_sweep_callback_fails_the_sweep(tmp_path, failur
 def test_runs_of_dead_processes_are_marked_killed(tmp_path):
     """RUNNING runs of this host whose process is gone become KILLED; live processes, other
     hosts and finished runs are left alone."""
-    from frontal_exp.tracking.mlflow_logger import HOST_TAG, PID_TAG, mark_dead_runs
+    from frontal_exp.tracking.mlflow_logger import (
+        HOST_TAG,
+        PID_START_TAG,
+        PID_TAG,
+        mark_dead_runs,
+        process_tags,
+    )
 
     client = MlflowClient(default_sqlite_uri(tmp_path))
     exp = client.create_experiment("e")
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid, host = gone.stdout.strip(), socket.gethostname()
 
-    def run_with(pid: str, on_host: str, finished: bool = False) -> str:
-        run = client.create_run(exp, tags={HOST_TAG: on_host, PID_TAG: pid})
+    def run_with(pid: str, on_host: str, finished: bool = False, started: str = "") -> str:
+        run = client.create_run(exp, tags={HOST_TAG: on_host, PID_TAG: pid, PID_START_TAG: started})
         if finished:
             client.set_terminated(run.info.run_id, "FINISHED")
         return run.info.run_id
@@ -120,9 +126,16 @@ def test_runs_of_dead_processes_are_marked_killed(tmp_path):
     alive = run_with(str(os.getpid()), host)
     elsewhere = run_with(dead_pid, host + "-other-node")
     done = run_with(dead_pid, host, finished=True)
-    assert mark_dead_runs(client, exp) == [dead]
-    status = {r: client.get_run(r).info.status for r in (dead, alive, elsewhere, done)}
-    assert status == {dead: "KILLED", alive: "RUNNING", elsewhere: "RUNNING", done: "FINISHED"}
+    me = process_tags()
+    assert me[PID_START_TAG].isdigit()  # Linux: the start time tells a reused pid apart
+    this_process = run_with(str(os.getpid()), host, started=me[PID_START_TAG])
+    # a run of an earlier process that had this process's pid (a reused pid) is dead
+    reused = run_with(str(os.getpid()), host, started=str(int(me[PID_START_TAG]) - 1))
+    assert sorted(mark_dead_runs(client, exp)) == sorted([dead, reused])
+    runs = (dead, alive, elsewhere, done, this_process, reused)
+    status = {r: client.get_run(r).info.status for r in runs}
+    assert status == {dead: "KILLED", alive: "RUNNING", elsewhere: "RUNNING", done: "FINISHED",
+                      this_process: "RUNNING", reused: "KILLED"}
 
 
 def test_a_sweep_killed_with_sigkill_is_marked_killed_by_the_next_start(tmp_path):
@@ -158,7 +171,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     rc, out, err = finish(proc, timeout=60)
     assert rc == 130
     assert "Traceback" not in err + out
-    assert err.strip().splitlines()[-1] == "interrupted; 1 items done are cached, re-run to resume"
+    assert err.strip().splitlines()[-1] == "interrupted; 1 item done is cached, re-run to resume"
 
 
 def blank_people(root: Path, people: int = 4, photos: int = 2) -> Path:
@@ -188,3 +201,13 @@ def test_model_files_are_checked_before_the_dataset_loads(make_cfg, tmp_path, mo
                    f"models_dir={tmp_path / 'no_models'}", "tracking.enabled=false")
     with pytest.raises(MissingWeightsError):
         evaluate(cfg)
+
+
+def test_the_interrupt_line_says_what_is_kept():
+    from frontal_exp.app import interrupt_message
+    from frontal_exp.errors import RunInterrupted
+
+    assert interrupt_message(RunInterrupted(3)) == "interrupted; 3 items done are cached, re-run to resume"
+    assert interrupt_message(KeyboardInterrupt()).startswith("interrupted; the work done so far is cached")
+    # a run without a cache keeps nothing: never promise a resume
+    assert interrupt_message(RunInterrupted(3), use_cache=False) == "interrupted; nothing is kept (eval.use_cache=false)"

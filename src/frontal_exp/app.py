@@ -88,16 +88,19 @@ def run(cfg: DictConfig) -> float:
     return float(result.metrics.get("net_gain", float("nan")))
 
 
-def interrupt_message(exc: KeyboardInterrupt) -> str:
+def interrupt_message(exc: KeyboardInterrupt, use_cache: bool = True) -> str:
     """The one line printed for Ctrl-C (instead of a traceback)."""
     done = getattr(exc, "items_done", None)  # a RunInterrupted from the pipeline
-    cached = f"{done} items done are cached" if done is not None else "the work done so far is cached"
-    return f"interrupted; {cached}, re-run to resume"
+    if not use_cache:
+        return "interrupted; nothing is kept (eval.use_cache=false)"
+    if done is None:
+        return "interrupted; the work done so far is cached, re-run to resume"
+    return f"interrupted; {done} item{'' if done == 1 else 's'} done {'is' if done == 1 else 'are'} cached, re-run to resume"
 
 
 def interrupted(cfg: DictConfig, exc: KeyboardInterrupt) -> NoReturn:
     """Ctrl-C: print one line, mark the sweep's parent run KILLED, exit with status 130."""
-    print(interrupt_message(exc), file=sys.stderr, flush=True)
+    print(interrupt_message(exc, bool(cfg.eval.use_cache)), file=sys.stderr, flush=True)
     if cfg.tracking.enabled and HydraConfig.get().mode == RunMode.MULTIRUN:
         from frontal_exp.tracking.mlflow_logger import client_for, sweep_parent_run_id, tracking_uri
 

@@ -30,15 +30,17 @@ from frontal_exp.metrics.similarity import cosine
 
 log = logging.getLogger(__name__)
 
-#: item status values, in the order a record can fail
+#: item status values, in the order the pipeline meets them (read, embed GT and angle, then
+#: frontalize, enhance, embed the frontal): an item's status is its first problem, so a photo
+#: without a face counts as `no_face_angle` whichever model runs after it
 STATUSES = (
     "ok",
     "unreadable_angle",
     "unreadable_gt",
+    "no_face_gt",
+    "no_face_angle",
     "frontalize_failed",
     "enhance_failed",
-    "no_face_angle",
-    "no_face_gt",
     "no_face_frontal",
 )
 

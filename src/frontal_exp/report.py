@@ -267,12 +267,18 @@ def table_identification(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def find_baseline(group: pd.DataFrame, wanted: dict[str, str]) -> pd.Series | None:
-    """The run matching every key=value of `wanted` (the first in config order), or None."""
+def baseline_runs(group: pd.DataFrame, wanted: dict[str, str]) -> pd.DataFrame:
+    """The runs matching every key=value of `wanted`, in config order."""
     match = pd.Series(True, index=group.index)
     for key, value in wanted.items():
         match &= group[key] == value
-    return group[match].iloc[0] if match.any() else None
+    return group[match]
+
+
+def find_baseline(group: pd.DataFrame, wanted: dict[str, str]) -> pd.Series | None:
+    """The run matching every key=value of `wanted` (the first in config order), or None."""
+    found = baseline_runs(group, wanted)
+    return found.iloc[0] if len(found) else None
 
 
 def paired_comparisons(runs: pd.DataFrame, client, tmp: Path, baseline: dict[str, str],
@@ -298,6 +304,11 @@ def paired_comparisons(runs: pd.DataFrame, client, tmp: Path, baseline: dict[str
             continue
         if len(group) < 2:
             continue
+        matches = len(baseline_runs(group, baseline))
+        if matches > 1:
+            notes.append(f"{matches} runs match the baseline ({wanted}) for "
+                         f"{', '.join(f'{k}={v}' for k, v in where.items())}: the first in config order, "
+                         f"{_named(base['model'] + '+' + base['enhancer'], settings_of(base, compared))}, is used.")
         base_items = download_table(client, base["run_id"], "items", tmp)
         if base_items is None:
             continue

@@ -7,6 +7,8 @@ features, or a cache entry written by older code, still gives a cosine in [-1, 1
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from frontal_exp.embedders.base import l2_normalize
@@ -27,3 +29,10 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float | np.ndarray:
     if a.ndim == 1 and b.ndim == 1:
         return float(sims[0, 0])
     return sims
+
+
+def pair_cosine(emb: Mapping[str, np.ndarray | None], a: str, b: str) -> float | None:
+    """Cosine of two images' embeddings, looked up by image; None where either has no face
+    (or was not embedded)."""
+    ea, eb = emb.get(a), emb.get(b)
+    return None if ea is None or eb is None else cosine(ea, eb)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from frontal_exp.config import instantiate_checked
 from frontal_exp.data.base import LoadedDataset
-from frontal_exp.metrics.similarity import cosine
+from frontal_exp.metrics.similarity import pair_cosine
 from frontal_exp.metrics.stats import bootstrap_ci
 from frontal_exp.pipeline import EvaluationPipeline
 from frontal_exp.protocols.base import Protocol, RunResult
@@ -90,16 +90,9 @@ def robustness_pairs(data: LoadedDataset, max_pairs: int | None, seed: int) -> d
 
 def pair_scores(pairs: list[Pair], emb: dict[str, np.ndarray | None]) -> tuple[np.ndarray, int]:
     """Cosine similarity of each pair with both faces found, and the count of the others."""
-    scores = [pair_similarity(a, b, emb) for a, b in pairs]
+    scores = [pair_cosine(emb, a, b) for a, b in pairs]
     found = [s for s in scores if s is not None]
     return np.array(found, dtype=np.float64), len(pairs) - len(found)
-
-
-def pair_similarity(a: str, b: str, emb: dict[str, np.ndarray | None]) -> float | None:
-    """Cosine similarity of two images' embeddings; None when either has no face."""
-    if emb.get(a) is None or emb.get(b) is None:
-        return None
-    return cosine(emb[a], emb[b])
 
 
 class RobustnessProtocol(Protocol):
@@ -145,7 +138,7 @@ class RobustnessProtocol(Protocol):
             rows.append({"pair_kind": kind, "label": LABELS[kind], "n": int(scores.size), "mean": mean,
                          "std": std, "ci_low": lo, "ci_high": hi, "pairs_sampled": len(pairs[kind]),
                          "pairs_no_face": missing})
-            per_pair += [{"pair_kind": kind, "a": a, "b": b, "similarity": pair_similarity(a, b, emb)}
+            per_pair += [{"pair_kind": kind, "a": a, "b": b, "similarity": pair_cosine(emb, a, b)}
                          for a, b in pairs[kind]]
         # the gap the study's Angled-vs-GT numbers should be read against
         metrics["margin_angle_vs_gt"] = metrics["angle_vs_gt"] - metrics["impostor"]

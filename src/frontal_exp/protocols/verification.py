@@ -23,7 +23,7 @@ from frontal_exp.data.base import LoadedDataset, require_dir
 from frontal_exp.data.folder import LFW_LAYOUT
 from frontal_exp.errors import BadImageError, ConfigError, DatasetError
 from frontal_exp.images import read_image
-from frontal_exp.metrics.similarity import cosine
+from frontal_exp.metrics.similarity import pair_cosine
 from frontal_exp.metrics.verification import kfold_accuracy, roc_curve, verification_metrics
 from frontal_exp.pipeline import EvaluationPipeline
 from frontal_exp.protocols.base import Protocol, RunResult
@@ -153,9 +153,8 @@ def _different_pairs(people: list[str], images: dict[str, set[str]], n: int,
 
 def pair_scores(pairs: list[VerificationPair], emb: dict[str, np.ndarray | None]) -> np.ndarray:
     """Cosine similarity of each pair; NaN where a face is missing in either image."""
-    return np.array([cosine(emb[p.path_a], emb[p.path_b])
-                     if emb.get(p.path_a) is not None and emb.get(p.path_b) is not None else np.nan
-                     for p in pairs], dtype=np.float64)
+    scores = (pair_cosine(emb, p.path_a, p.path_b) for p in pairs)
+    return np.array([np.nan if s is None else s for s in scores], dtype=np.float64)
 
 
 class VerificationProtocol(Protocol):

@@ -75,23 +75,39 @@ def sqlite_path(uri: str) -> Path | None:
 
 HOST_TAG = "frontal_exp.host"
 PID_TAG = "frontal_exp.pid"
+#: when the process started (clock ticks since boot, Linux): a pid alone is reused
+PID_START_TAG = "frontal_exp.pid_start"
+
+
+def process_start(pid: int) -> str:
+    """When process `pid` started, as the kernel records it (field 22 of /proc/PID/stat), or
+    "" where there is no /proc (macOS) or no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rpartition(")")[2].split()[19]  # fields after "(comm)": state is field 3
 
 
 def process_tags() -> dict[str, str]:
-    """The host and process id of this process, tagged on every run and sweep parent when it
-    is created, so a later start can tell a run whose process died from a live one."""
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    """The host, process id and process start time of this process, tagged on every run and
+    sweep parent when it is created, so a later start can tell a run whose process died from
+    a live one, even when the pid has been reused since (containers restart at small pids)."""
+    pid = os.getpid()
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), PID_START_TAG: process_start(pid)}
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host."""
+def process_alive(pid: int, started: str = "") -> bool:
+    """Whether the process that had this id (and, when known, this start time) still runs
+    on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # exists, owned by another user
-    return True
+        pass  # exists, owned by another user
+    # the same pid with another start time is a new process: the run's own is gone
+    return not started or process_start(pid) in ("", started)
 
 
 def mark_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
@@ -105,7 +121,7 @@ def mark_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     killed = []
     for run in runs:
         pid = run.data.tags.get(PID_TAG, "")
-        if pid.isdigit() and not pid_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid), run.data.tags.get(PID_START_TAG, "")):
             client.set_tag(run.info.run_id, "frontal_exp.killed", f"process {pid} on {host} is gone")
             client.set_terminated(run.info.run_id, "KILLED")
             log.warning("MLflow run %s was left RUNNING by process %s, which is gone: marked KILLED",
