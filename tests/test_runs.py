@@ -211,3 +211,25 @@ def test_the_interrupt_line_says_what_is_kept():
     assert interrupt_message(KeyboardInterrupt()).startswith("interrupted; the work done so far is cached")
     # a run without a cache keeps nothing: never promise a resume
     assert interrupt_message(RunInterrupted(3), use_cache=False) == "interrupted; nothing is kept (eval.use_cache=false)"
+
+
+def test_the_schema_is_created_under_the_lock(tmp_path):
+    """While another process holds `<db>.lock` (creating the schema), a new client waits
+    instead of racing it; once the lock is free it opens the database."""
+    import sqlite3
+    import threading
+
+    from filelock import FileLock
+
+    from frontal_exp.tracking.mlflow_logger import client_for
+
+    db = tmp_path / "mlflow.db"
+    opened = threading.Event()
+    with FileLock(f"{db}.lock"):
+        worker = threading.Thread(target=lambda: (client_for(f"sqlite:///{db}"), opened.set()))
+        worker.start()
+        assert not opened.wait(1.5)  # blocked by the lock: no schema made behind its back
+        assert not db.exists() or sqlite3.connect(db).execute("select count(*) from sqlite_master").fetchone()[0] == 0
+    assert opened.wait(60)
+    worker.join()
+    assert sqlite3.connect(db).execute("select count(*) from sqlite_master").fetchone()[0] > 0
