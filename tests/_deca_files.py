@@ -268,3 +268,87 @@ def golden_inputs(seed: int = GOLDEN_SEED) -> dict[str, torch.Tensor]:
         "cam": torch.tensor([[9.0, 0.01, 0.02]]).repeat(b, 1) + 0.1 * torch.randn(b, 3, generator=gen),
         "detail_code": torch.randn(2, N_DETAIL_COND, generator=gen),
     }
+
+
+# -- a head-like synthetic model for the frontalizer (the golden files use the random mesh) --
+
+def ellipsoid_head(n_lat: int = 24, n_lon: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A closed ellipsoid head looking along +z, symmetric in x, with a UV layout (the
+    seam at the back): vertices (V, 3), outward-wound faces (F, 3), vt (T, 2), ft (F, 3)."""
+    radii = np.array([0.08, 0.11, 0.09])
+    lat = np.linspace(0, np.pi, n_lat + 1)
+    verts, vt, faces, ft = [], [], [], []
+    for i, th in enumerate(lat):
+        for j in range(n_lon):
+            lon = 2 * np.pi * j / n_lon  # 0 at the back (-z)
+            verts.append(radii * [np.sin(th) * np.sin(lon), np.cos(th), -np.sin(th) * np.cos(lon)])
+        for j in range(n_lon + 1):
+            vt.append([0.02 + 0.96 * j / n_lon, 0.98 - 0.96 * i / n_lat])
+    for i in range(n_lat):
+        for j in range(n_lon):
+            a, b = i * n_lon + j, i * n_lon + (j + 1) % n_lon
+            c, d = a + n_lon, b + n_lon
+            ta, tb = i * (n_lon + 1) + j, i * (n_lon + 1) + j + 1
+            tc, td = ta + n_lon + 1, tb + n_lon + 1
+            faces += [[a, b, c], [b, d, c]]
+            ft += [[ta, tb, tc], [tb, td, tc]]
+    return np.array(verts), np.array(faces), np.array(vt), np.array(ft)
+
+
+def write_head_files(models_dir: str | Path, seed: int = GOLDEN_SEED, seeded: bool = True,
+                     rings: tuple[int, int] = (24, 32)) -> Path:
+    """The four files with the ellipsoid head as FLAME, and encoder weights whose outputs are
+    plausible (small codes, camera scale near DECA's typical 8), for frontalizer tests.
+    seeded=False: default initialisation, not perturbed nor calibrated (fast; config tests).
+    rings: the ellipsoid's (latitude, longitude) divisions; (70, 72) is FLAME's size."""
+    root = Path(models_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    verts, faces, vt, ft = ellipsoid_head(*rings)
+    rng = np.random.default_rng(seed)
+    n = len(verts)
+    regressor = np.zeros((5, n))
+    regressor[:, np.argmin(np.abs(verts[:, 1]))] = 1.0  # every joint at the centre ring
+    weights = np.zeros((n, 5))
+    weights[:, 0] = 1.0
+    lower_front = (verts[:, 1] < -0.04) & (verts[:, 2] > 0)
+    weights[lower_front] = [0.5, 0, 0.5, 0, 0]  # the jaw moves the lower front
+    model = {
+        "f": faces.astype(np.uint32), "v_template": verts,
+        "shapedirs": rng.normal(0, 2e-4, (n, 3, 400)), "posedirs": rng.normal(0, 1e-4, (n, 3, 36)),
+        "J_regressor": scipy.sparse.csc_matrix(regressor), "J": regressor @ verts, "weights": weights,
+        "kintree_table": np.array([[4294967295, 0, 1, 1, 1], [0, 1, 2, 3, 4]], dtype=np.int64),
+    }
+    with fake_chumpy() as ch:
+        for key in ("v_template", "shapedirs", "posedirs", "weights", "J"):
+            model[key] = ch(model[key])
+        with open(root / "generic_model.pkl", "wb") as f:
+            _Py2Pickler(f, protocol=2).dump(model)
+    front = np.flatnonzero(verts[faces].mean(1)[:, 2] > 0.03)
+    lmk = synthetic_landmarks(seed)
+    lmk["static_lmk_faces_idx"] = rng.choice(front, 51)
+    lmk["dynamic_lmk_faces_idx"] = torch.from_numpy(rng.choice(front, (79, 17)))
+    lmk["full_lmk_faces_idx"] = rng.choice(front, 68)
+    with open(root / "landmark_embedding.npy", "wb") as f:
+        np.save(f, lmk, allow_pickle=True)
+    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]
+    lines += [f"vt {u:.6f} {v:.6f}" for u, v in vt]
+    lines += [f"f {a + 1}/{ta + 1} {b + 1}/{tb + 1} {c + 1}/{tc + 1}"
+              for (a, b, c), (ta, tb, tc) in zip(faces, ft, strict=True)]
+    (root / "head_template.obj").write_text("\n".join(lines) + "\n")
+
+    if seeded:
+        nets = seeded_networks(seed)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            nets = build_networks().eval()
+    with torch.no_grad():
+        # real photos drive the random encoder far harder than its calibration noise: keep
+        # the codes small, and a head turned by about 17 degrees of yaw
+        last = nets.E_flame.layers[2]
+        last.weight.mul_(0.002)
+        last.bias.zero_()
+        last.bias[200:206] = torch.tensor([0.05, 0.3, 0.0, 0.05, 0.0, 0.0])  # global, jaw
+        last.bias[206] = 8.0  # camera scale
+    checkpoints.save_networks(nets, root / "deca_model.tar")
+    return root

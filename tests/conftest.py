@@ -179,5 +179,12 @@ def official_models(tmp_path_factory, gfpgan_models, lp_random) -> Path:
         (root / pack).mkdir()
         shutil.copy(packaged_model_path("scrfd_500m_bnkps.onnx"), root / pack / det)
         tiny_arcface_onnx(root / pack / rec)
+    from frontal_exp.frontalizers.ffwm import checkpoints as ffwm_checkpoints
+    from frontal_exp.frontalizers.ffwm.networks import build_networks as build_ffwm
+
+    ffwm_checkpoints.save_networks(build_ffwm(), root)  # FFWM's two files, random init
+    from tests._deca_files import write_head_files
+
+    write_head_files(root / "deca", seeded=False)  # DECA's four files, a synthetic FLAME
     weights.resolve_all(list(weights.REGISTRY), root)  # every registry file is there
     return root

@@ -16,7 +16,7 @@ OPTIONS = {g: sorted(p.stem for p in (Path(CONFIG_DIR) / g).glob("*.yaml")) for 
 CASES = [(g, o) for g in GROUPS for o in OPTIONS[g]]
 #: options built from official model files that the user supplies under `models_dir`
 WEIGHTED = {("embedder", o) for o in ("retina_r100", "retina_r50", "scrfd_r100", "scrfd_r50")} | {
-    ("model", "liveportrait"),
+    ("model", "liveportrait"), ("model", "ffwm"), ("model", "deca"),
     *(("enhancer", o) for o in ("gfpgan", "gfpgan_v13", "gfpgan_face", "gfpgan_corrections")),
 }
 

@@ -13,10 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from frontal_exp.errors import BadWeightsError, ConfigError, FrontalizationError, MissingWeightsError
+from frontal_exp.errors import (
+    BadWeightsError,
+    ConfigError,
+    FrontalizationError,
+    MissingWeightsError,
+)
 from frontal_exp.frontalizers.ffwm import FFWMFrontalizer, checkpoints
 from frontal_exp.frontalizers.ffwm.crop import NOSE_TOP, CropRule, crop_matrix, crop_rule, cut
-from frontal_exp.frontalizers.ffwm.networks import SNConv2d, build_networks
+from frontal_exp.frontalizers.ffwm.networks import SNConv2d
 
 from ._ffwm_weights import write_official_weights
 
@@ -151,7 +156,6 @@ def test_spectral_norm_uses_the_stored_vectors_as_torchs_old_spectral_norm():
     ref = torch.nn.utils.spectral_norm(torch.nn.Conv2d(6, 5, 3, 2, 1)).eval()
     ref.weight_u.copy_(torch.nn.functional.normalize(torch.randn(5), dim=0))
     ref.weight_v.copy_(torch.nn.functional.normalize(torch.randn(54), dim=0))
-    ref.weight_u.add_(0.0)
     mine = SNConv2d(6, 5, 3, 2, 1)
     mine.load_state_dict(ref.state_dict())
     x = torch.randn(2, 6, 9, 9)
@@ -181,7 +185,7 @@ def test_crop_rule_truncates_the_angle_and_reaches_the_hairline():
     assert level == CropRule(0, 150, 100, 100)  # radius: nose top to chin
     # the estimated hairline, 1 x brow-to-subnasale (55 px) above the brows: 85 - 55 = 30
     assert crop_rule(_face_landmarks(0), (300, 300), forehead_ratio=1.0).radius == 100
-    assert crop_rule(_face_landmarks(0), (300, 300), forehead_ratio=3.0).radius == 150 - 85 + 100 // 1 + 15
+    assert crop_rule(_face_landmarks(0), (300, 300), forehead_ratio=3.0).radius == 100 - (85 - 3 * 55)
     for deg, expected in ((25.7, 25), (-7.9, -7), (0.6, 0)):
         # eyes rotated by +deg on screen (y down) -> the photo is rotated back by int(deg)
         rule = crop_rule(_face_landmarks(deg), (300, 300), forehead_ratio=0.0)
@@ -264,8 +268,8 @@ def test_config_instantiates_and_cache_keys_follow_settings_and_weights(ffwm_fil
     (other / checkpoints.GENERATOR_FILE).unlink()
     torch.save(state, other / checkpoints.GENERATOR_FILE)
     assert instantiate(cfg, models_dir=str(other)).cache_key() != key
-    with pytest.raises(ConfigError):
-        instantiate(cfg, batch_size=0)
+    with pytest.raises(ConfigError, match="batch_size"):
+        FFWMFrontalizer(models_dir=str(ffwm_files[0]), device="cpu", batch_size=0)
 
 
 def test_device_rule_and_fp16(ffwm_files, astronaut):
@@ -304,7 +308,12 @@ def test_ffwm_runs_from_the_command_line_paths(ffwm_files, make_cfg, tmp_path, r
     assert result.metrics["n_items"] >= 2 and result.metrics["frontalize_failed"] == 0
     run = MlflowClient(default_sqlite_uri(out_root)).get_run(result.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["frontal_to_gt"] == pytest.approx(result.metrics["frontal_to_gt"])
+    # every photo was frontalized; random weights draw noise, in which the detector finds
+    # no face, and the run says so rather than failing
+    assert result.metrics["frontalized_computed"] == result.metrics["n_items"]
+    assert result.metrics["no_face_frontal"] + result.metrics["n"] == result.metrics["n_items"]
+    for key in ("n_items", "no_face_frontal", "frontalize_failed", "angle_to_gt_all"):
+        assert run.data.metrics[key] == pytest.approx(result.metrics[key]), key
     assert run.data.params["model._target_"].endswith("FFWMFrontalizer")
 
     src = tmp_path / "src"

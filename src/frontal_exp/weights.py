@@ -240,7 +240,7 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle/zip/torch errors of many types
-        raise bad_weights(path, "a PyTorch checkpoint", torch_load_reason(exc)) from exc
+        raise bad_weights(path, "a PyTorch checkpoint", torch_load_reason(exc)) from None  # torch's advice is wrong here
     if not isinstance(obj, dict):
         raise bad_weights(path, "a PyTorch checkpoint", f"holds a {type(obj).__name__}, not a state dict")
     return obj

@@ -159,7 +159,7 @@ def render_mesh(
 #: barycentric slack so that pixel centres on a shared edge belong to a triangle
 _EDGE_EPS = 1e-6
 #: candidate pixels tested per chunk of triangles (bounds the memory of the vectorised test)
-_CHUNK = 1 << 21
+_CHUNK = 1 << 18
 
 
 @dataclass
@@ -246,8 +246,8 @@ def rasterize_zbuffer(
         local = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
         px = x_lo[tri] + local % widths[tri]
         py = y_lo[tri] + local // widths[tri]
-        b = inv[tri] @ np.stack([px, py, np.ones_like(px)], 1)[:, :, None].astype(np.float64)
-        b = b[:, :, 0]
+        coeff = inv[tri]  # (N, 3, 3)
+        b = coeff[:, :, 0] * px[:, None] + coeff[:, :, 1] * py[:, None] + coeff[:, :, 2]
         inside = (b >= -_EDGE_EPS).all(1)
         tri, px, py, b = tri[inside], px[inside], py[inside], b[inside]
         pz = (b * z[triangles[tri]]).sum(1)

@@ -192,7 +192,11 @@ def load_landmark_embedding(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         with open(path, "rb") as f:
             version = npy_format.read_magic(f)
-            shape, _, dtype = npy_format._read_array_header(f, version)
+            read_header = {(1, 0): npy_format.read_array_header_1_0,
+                           (2, 0): npy_format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f"npy format version {version} (1.0 or 2.0 expected)")
+            shape, _, dtype = read_header(f)
             if dtype != np.dtype(object) or shape != ():
                 raise ValueError(f"a {dtype} array of shape {shape}, not one pickled object")
             raw = _LandmarkUnpickler(f, encoding="latin1").load()

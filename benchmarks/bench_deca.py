@@ -1,0 +1,76 @@
+"""Milliseconds per face of the DECA frontalizer on this machine, per step and end to end,
+with official-format random weights and a synthetic FLAME of FLAME's size (about 5,000
+vertices, 10,000 triangles; the cost depends on the sizes, not on the values).
+
+    python benchmarks/bench_deca.py [--device cpu|cuda|auto] [--batch-size 1] [--threads 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import skimage.data
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests._deca_files import write_head_files  # noqa: E402
+
+from frontal_exp.frontalizers.deca import DecaFrontalizer  # noqa: E402
+
+
+def _timed(fn, repeats: int) -> float:
+    """Median seconds of `fn()` after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    image = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_head_files(tmp, seeded=False, rings=(70, 72))
+        fr = DecaFrontalizer(weights_dir=tmp, device=args.device, batch_size=args.batch_size)
+        print(f"device {fr._device}, batch {args.batch_size}, torch threads {torch.get_num_threads()}, "
+              f"image {image.shape[1]}x{image.shape[0]}, FLAME {len(fr.model.flame.v_template)} vertices / "
+              f"{len(fr.model.flame.faces)} triangles, UV {fr.uv_size}")
+        _ = fr.layout
+        crop = fr.crop(image)
+        crops = [crop] * args.batch_size
+        code = fr.encode(crops)
+        steps = {
+            "crop (detect + 106 landmarks)": (lambda: fr.crop(image), 1),
+            "E_flame": (lambda: fr.encode(crops), args.batch_size),
+            "texture, render, composite": (lambda: fr.render(image, crop, code, 0), 1),
+        }
+        for name, (fn, per) in steps.items():
+            print(f"  {name:32s} {_timed(fn, args.repeats) / per * 1000:9.1f} ms/face")
+        e2e = _timed(lambda: fr.frontalize_batch([image] * args.batch_size), args.repeats) / args.batch_size
+        print(f"end to end: {e2e * 1000:.1f} ms/face")
+
+
+if __name__ == "__main__":
+    main()
