@@ -202,6 +202,11 @@ def broken_fallback(monkeypatch, request):
     import insightface.model_zoo
 
     from frontal_exp.embedders import packaged
+    from frontal_exp.landmarks import landmark_service
+
+    # the process-wide landmark service loads its models again, from the broken files
+    landmark_service.cache_clear()
+    request.addfinalizer(landmark_service.cache_clear)
 
     if request.param == "missing":
         def missing(filename):

@@ -36,7 +36,6 @@ class FaceMeshDetector:
         self.crop_grow = crop_grow
         self.detector_fallback = detector_fallback
         self._mesh = None
-        self._scrfd = None
         self._lock = threading.Lock()
 
     # -- public ---------------------------------------------------------------------------
@@ -137,19 +136,11 @@ class FaceMeshDetector:
         """Face boxes from the packaged SCRFD detector; [] only when it finds no face. Any
         other failure propagates: a missing or unusable model file raises `ModelFileError`
         (which stops a run), never a cached "no face"."""
-        if self._scrfd is None:
-            from frontal_exp.embedders.models import load_insightface_model
-            from frontal_exp.embedders.packaged import packaged_model_path
+        from frontal_exp.landmarks import landmark_service
 
-            det = load_insightface_model(packaged_model_path("scrfd_500m_bnkps.onnx"),
-                                         ["CPUExecutionProvider"], "detect",
-                                         "an insightface-format face detector")
-            det.prepare(ctx_id=-1, det_thresh=0.5, input_size=(640, 640))
-            self._scrfd = det
-        with self._lock:
-            dets, _ = self._scrfd.detect(
-                image, max_num=self.max_faces if max_num is None else max_num, metric="max"
-            )
+        dets, _ = landmark_service().detect(
+            image, 640, 0.5, max_num=self.max_faces if max_num is None else max_num, metric="max"
+        )
         return [tuple(map(float, d[:4])) for d in dets]
 
 

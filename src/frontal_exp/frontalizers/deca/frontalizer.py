@@ -14,7 +14,7 @@ from frontal_exp.devices import torch_device
 from frontal_exp.errors import ConfigError, FrontalizationError, ModelFileError
 from frontal_exp.face3d.render import ndc_to_pixels, rasterize_zbuffer, uv_to_pixels
 from frontal_exp.frontalizers.base import Frontalizer
-from frontal_exp.frontalizers.liveportrait.crop import FaceLandmarker
+from frontal_exp.landmarks import FaceLandmarker
 
 from . import checkpoints
 from .flame import project_orthographic

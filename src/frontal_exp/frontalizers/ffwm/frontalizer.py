@@ -13,7 +13,8 @@ import torch
 from frontal_exp.devices import torch_device
 from frontal_exp.errors import ConfigError, FrontalizationError, ModelFileError
 from frontal_exp.frontalizers.base import Frontalizer
-from frontal_exp.frontalizers.liveportrait.crop import FaceLandmarker, blend_mask, paste_back
+from frontal_exp.frontalizers.liveportrait.crop import blend_mask, paste_back
+from frontal_exp.landmarks import FaceLandmarker
 
 from . import checkpoints
 from .crop import CROP_SIZE, FaceCrop, crop_face

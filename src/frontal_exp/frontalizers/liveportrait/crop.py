@@ -8,9 +8,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from frontal_exp.embedders.packaged import packaged_model_path
-from frontal_exp.errors import FrontalizationError
-
 #: side of the crop the generator's 512x512 output corresponds to
 CROP_SIZE = 512
 #: side of the networks' input
@@ -132,46 +129,3 @@ def paste_back(face_bgr: np.ndarray, image_to_crop: np.ndarray, original: np.nda
     out = alpha * face.astype(np.float32) + (1 - alpha) * original.astype(np.float32)
     return np.clip(out, 0, 255).astype(np.uint8)
 
-
-class FaceLandmarker:
-    """SCRFD-500M face detector + insightface 106-point landmarks (both ship in a PyPI package)."""
-
-    def __init__(self, det_size: int = 512, det_thresh: float = 0.3,
-                 providers: list[str] | None = None) -> None:
-        from insightface.app.common import Face
-        from insightface.model_zoo import get_model
-
-        self._face_cls = Face
-        providers = providers or ["CPUExecutionProvider"]
-        self.detector = get_model(str(packaged_model_path("scrfd_500m_bnkps.onnx")), providers=providers)
-        self.detector.prepare(ctx_id=-1, input_size=(det_size, det_size), det_thresh=det_thresh)
-        self.landmarker = get_model(str(packaged_model_path("2d106det.onnx")), providers=providers)
-        self.landmarker.prepare(ctx_id=-1)
-
-    def _largest_face(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        boxes, kps = self.detector.detect(image, max_num=0, metric="default")
-        if boxes is None or len(boxes) == 0:
-            return None
-        # as LivePortrait: the largest face wins
-        i = int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
-        return boxes[i], (kps[i] if kps is not None else None)
-
-    def __call__(self, image_bgr: np.ndarray) -> np.ndarray:
-        """106 x 2 landmarks of the largest face; `FrontalizationError` when there is none."""
-        found = self._largest_face(image_bgr)
-        offset = np.zeros(2, np.float32)
-        work = image_bgr
-        if found is None:
-            # tightly cropped faces (e.g. 112x112 aligned photos) fill the frame and escape the
-            # detector; retry with a border around them
-            pad = max(image_bgr.shape[:2]) // 2
-            work = cv2.copyMakeBorder(image_bgr, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-            offset[:] = pad
-            found = self._largest_face(work)
-        if found is None:
-            raise FrontalizationError(
-                f"liveportrait: no face detected in the {image_bgr.shape[1]}x{image_bgr.shape[0]} image"
-            )
-        box, kps = found
-        face = self._face_cls(bbox=box[:4], kps=kps, det_score=box[4])
-        return np.asarray(self.landmarker.get(work, face), np.float32) - offset

@@ -13,9 +13,10 @@ import torch
 from frontal_exp.devices import torch_device
 from frontal_exp.errors import ConfigError, ModelFileError
 from frontal_exp.frontalizers.base import Frontalizer
+from frontal_exp.landmarks import FaceLandmarker
 
 from . import checkpoints
-from .crop import CROP_SIZE, FaceCrop, FaceLandmarker, blend_mask, crop_face, paste_back
+from .crop import CROP_SIZE, FaceCrop, blend_mask, crop_face, paste_back
 from .keypoints import KeypointInfo, rotation_matrix, transform_keypoints
 from .modules import LivePortraitNetworks
 
