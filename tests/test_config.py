@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from frontal_exp.app import CONFIG_DIR
 from frontal_exp.config import GROUPS, check_node, instantiate_checked
 from frontal_exp.errors import ConfigError
+from frontal_exp.fingerprint import file_identity
 
 OPTIONS = {g: sorted(p.stem for p in (Path(CONFIG_DIR) / g).glob("*.yaml")) for g in GROUPS}
 CASES = [(g, o) for g in GROUPS for o in OPTIONS[g]]
@@ -92,6 +93,12 @@ def test_every_option_composes_and_instantiates(group, option, make_cfg, officia
             assert part.model_path.is_file()
     if group == "dataset" and option in dataset_roots:
         assert obj.root == str(dataset_roots[option])
+    if group in ("model", "enhancer", "embedder"):
+        # a cache key can be made (a runtime attribute left out of `runtime_attrs` would raise
+        # CacheKeyError only at run time), and it names the code and every model file by content
+        key = obj.cache_key()
+        assert "|code " in key
+        assert all(f"file:{file_identity(path)}" in key for path in resolved_model_files), key
 
 
 def test_unknown_key_in_an_option_lists_valid_parameters():
