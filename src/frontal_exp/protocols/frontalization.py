@@ -143,9 +143,10 @@ def format_results(metrics: dict[str, float], params: dict[str, str] | None = No
         f"{'Net Gain':>16}: {m['net_gain']:+.4f}  95% CI [{m['net_gain_ci_low']:+.4f}, {m['net_gain_ci_high']:+.4f}]"
         f"  win rate {m['win_rate']:.2f} (ties {m['tie_rate']:.2f})  Wilcoxon p {m['wilcoxon_p']:.3g}",
         f"{'not paired':>16}: unreadable {int(m['unreadable_angle'] + m['unreadable_gt'])}; "
+        f"no face in gt {int(m['no_face_gt'])}, in angle {int(m['no_face_angle'])}; "
         f"frontalize failed {int(m['frontalize_failed'])}; enhance failed {int(m['enhance_failed'])}; "
-        f"no face: angle {int(m['no_face_angle'])}, gt {int(m['no_face_gt'])}, frontal {int(m['no_face_frontal'])}"
-        f" (first reason per item); dataset skipped {int(m['dataset_skipped'])}",
+        f"no face in frontal {int(m['no_face_frontal'])} (first reason per item, in pipeline order); "
+        f"dataset skipped {int(m['dataset_skipped'])}",
     ]
     return "\n".join(lines)
 
