@@ -35,6 +35,8 @@ class EvalConf:
     io_workers: int = 2
     #: bootstrap resamples for confidence intervals
     bootstrap: int = 2000
+    #: w of the fused probe normalize(e_angle + w e_frontal) (fusion_gain, fused_to_gt)
+    fusion_weight: float = 0.5
     #: rows of the Angled | Frontal | GT figure
     grid_samples: int = 8
     #: rows of the failure-case figure

@@ -26,7 +26,7 @@ from frontal_exp.enhancers.base import Enhancer
 from frontal_exp.errors import BadImageError, FrontalExpError, ModelFileError, RunInterrupted
 from frontal_exp.frontalizers.base import Frontalizer
 from frontal_exp.images import read_image
-from frontal_exp.metrics.similarity import cosine
+from frontal_exp.metrics.similarity import cosine, fused_template
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ class ItemRecord:
     angle_to_gt: float | None = None
     frontal_to_gt: float | None = None
     frontal_to_angle: float | None = None
+    #: cos(normalize(e_angle + w e_frontal), e_gt), w = the pipeline's `fusion_weight`
+    fused_to_gt: float | None = None
     angle_det_score: float | None = None
     frontal_det_score: float | None = None
     #: "ok", or the first reason this item cannot be paired (see STATUSES)
@@ -114,8 +116,10 @@ class EvaluationPipeline:
         batch_size: int = 32,
         io_workers: int = 2,
         use_cache: bool = True,
+        fusion_weight: float = 0.5,
     ) -> None:
         self.embedder = embedder
+        self.fusion_weight = fusion_weight
         self.frontalizer = frontalizer
         self.enhancer = enhancer
         self.batch_size = max(1, batch_size)
@@ -355,4 +359,7 @@ class EvaluationPipeline:
                 rec.frontal_to_gt = cosine(rec.frontal_embedding, g)
             if rec.angle_embedding is not None and rec.frontal_embedding is not None:
                 rec.frontal_to_angle = cosine(rec.frontal_embedding, rec.angle_embedding)
+                if g is not None:
+                    fused = fused_template(rec.angle_embedding, rec.frontal_embedding, self.fusion_weight)
+                    rec.fused_to_gt = cosine(fused, g)
         return records

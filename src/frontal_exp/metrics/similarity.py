@@ -31,6 +31,12 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float | np.ndarray:
     return sims
 
 
+def fused_template(angle: np.ndarray, frontal: np.ndarray, weight: float) -> np.ndarray:
+    """The fused probe `normalize(e_angle + weight * e_frontal)` (each side normalised first,
+    so the weight is the frontal face's share whatever the recognizer's norms)."""
+    return l2_normalize(l2_normalize(np.asarray(angle, np.float64)) + weight * l2_normalize(np.asarray(frontal, np.float64)))
+
+
 def pair_cosine(emb: Mapping[str, np.ndarray | None], a: str, b: str) -> float | None:
     """Cosine of two images' embeddings, looked up by image; None where either has no face
     (or was not embedded)."""

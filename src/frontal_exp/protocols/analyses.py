@@ -1,5 +1,6 @@
 """Extra views of a frontalization run, computed from its embeddings (no new model calls):
-`by_pose` (Net Gain per |yaw| / |pitch| bin) and `identification` (rank in a GT gallery)."""
+`by_pose` (Net Gain and Fusion Gain per |yaw| / |pitch| bin, break-even angles) and
+`identification` (rank in a GT gallery)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from omegaconf import DictConfig
 
 from frontal_exp.errors import ConfigError
 from frontal_exp.metrics.identification import identity_scores, rank_k_accuracy, true_ranks
-from frontal_exp.metrics.pose_bins import DEFAULT_EDGES, pose_bin_table
+from frontal_exp.metrics.pose_bins import DEFAULT_EDGES, break_even, pose_bin_table
 from frontal_exp.protocols.base import RunResult
 
 if TYPE_CHECKING:
@@ -30,45 +31,64 @@ def pose_edges(cfg: DictConfig) -> list[float]:
 
 
 def by_pose(result: EvalResult, cfg: DictConfig) -> RunResult:
-    """Tables `by_yaw` / `by_pitch` and a line plot of similarities and Net Gain per bin."""
+    """Tables `by_yaw` / `by_pitch` (similarities, Net Gain and Fusion Gain per bin, each with
+    its 95% paired-bootstrap CI), the break-even angle of each gain (metric
+    `<gain>_break_even_<axis>` when there is one; param of the same name, "none" otherwise)
+    and a plot of them per bin with the CI bands."""
     from frontal_exp.figures import new_plot, plot_to_bgr
 
     edges = pose_edges(cfg)
     recs = result.records
     a = np.array([_nan(r.angle_to_gt) for r in recs])
     b = np.array([_nan(r.frontal_to_gt) for r in recs])
+    fused = np.array([_nan(getattr(r, "fused_to_gt", None)) for r in recs])
     # the study's Net Gain is over paired items only: mask the rest
     paired = np.array([r.paired for r in recs], dtype=bool)
     a[~paired] = np.nan
     out = RunResult(metrics={})
-    fig, axes = new_plot(1, 2, size=(5.5, 4.0))
+    fig, axes = new_plot(1, 2, size=(5.5, 4.4))
     for ax, axis in zip(axes[0], ("yaw", "pitch"), strict=True):
         angles = np.array([_nan(getattr(r, axis)) for r in recs])
-        table = pose_bin_table(angles, a, b, edges, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
+        table = pose_bin_table(angles, a, b, edges, n_boot=cfg.eval.bootstrap, seed=cfg.seed, fused_to_gt=fused)
         out.tables[f"by_{axis}"] = table
         for row in table.itertuples():
             if row.n and row.bin not in ("unknown", "outside"):
                 out.metrics[f"net_gain_{axis}_{row.bin}"] = float(row.net_gain)
+                out.metrics[f"fusion_gain_{axis}_{row.bin}"] = float(row.fusion_gain)
                 out.metrics[f"n_{axis}_{row.bin}"] = int(row.n)
-        shown = table[(table.n > 0) & table.lo.notna()]
-        centres = (shown.lo + shown.hi) / 2
-        ax.plot(centres, shown.angle_to_gt, "o-", label="Mean(Angle-GT)")
-        ax.plot(centres, shown.frontal_to_gt, "s-", label="Mean(Frontal-GT)")
-        ax.plot(centres, shown.net_gain, "^--", label="Net Gain")
-        ax.fill_between(centres, shown.net_gain_ci_low, shown.net_gain_ci_high, alpha=0.2, color="C2")
-        for x, y, n in zip(centres, shown.frontal_to_gt, shown.n, strict=True):
-            ax.annotate(f"N={n}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
-        ax.axhline(0, color="grey", lw=0.5)
-        ax.set_xticks(edges)
-        ax.set_xlabel(f"|{axis}| (deg)")
-        ax.set_ylabel("cosine similarity")
-        ax.set_title(f"by |{axis}|")
-        ax.legend(fontsize=7)
+        for gain in ("net_gain", "fusion_gain"):
+            edge = break_even(table, gain)
+            out.params[f"{gain}_break_even_{axis}"] = "none" if edge is None else f"{edge:g}"
+            if edge is not None:
+                out.metrics[f"{gain}_break_even_{axis}"] = edge
+        _plot_bins(ax, table[(table.n > 0) & table.lo.notna()], edges, axis)
     p = result.params
     fig.suptitle(f"{p.get('model')}+{p.get('enhancer')} | {p.get('embedder')} | {p.get('dataset')}", fontsize=9)
     fig.tight_layout()
     out.figures["by_pose"] = plot_to_bgr(fig)
     return out
+
+
+def _plot_bins(ax, shown: pd.DataFrame, edges: list[float], axis: str) -> None:
+    """Similarities and gains per bin, the gains with their CI bands. Item counts go on a top
+    axis and the legend below the plot, so no label covers a marker."""
+    centres = ((shown.lo + shown.hi) / 2).to_numpy()
+    ax.plot(centres, shown.angle_to_gt, "o-", label="Mean(Angle-GT)")
+    ax.plot(centres, shown.frontal_to_gt, "s-", label="Mean(Frontal-GT)")
+    for gain, style, colour, label in (("net_gain", "^--", "C2", "Net Gain"),
+                                       ("fusion_gain", "v:", "C3", "Fusion Gain")):
+        if shown[gain].notna().any():
+            ax.plot(centres, shown[gain], style, color=colour, label=f"{label} (95% CI)")
+            ax.fill_between(centres, shown[f"{gain}_ci_low"], shown[f"{gain}_ci_high"], alpha=0.2, color=colour)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xticks(edges)
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_xlabel(f"|{axis}| (deg)")
+    ax.set_ylabel("cosine similarity")
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(centres, labels=[f"N={n}" for n in shown.n], fontsize=6)
+    ax.set_title(f"by |{axis}|", fontsize=9)
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
 
 
 def identification(result: EvalResult, cfg: DictConfig) -> RunResult:

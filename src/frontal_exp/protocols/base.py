@@ -29,6 +29,7 @@ class RunResult:
     def add(self, other: RunResult) -> None:
         """Merge an analysis' output into this result."""
         self.metrics.update(other.metrics)
+        self.params.update(other.params)
         self.tables.update(other.tables)
         self.figures.update(other.figures)
 

@@ -2,7 +2,8 @@
 
 Net Gain = mean sim(Frontal, GT) - mean sim(Angle, GT), computed on the SAME items (those
 where all three faces were detected), with a bootstrap CI, the win rate and the counts of
-every item that could not be paired, by reason.
+every item that could not be paired, by reason. Fusion Gain is the same comparison for the
+fused probe normalize(e_angle + w e_frontal) (w = `eval.fusion_weight`) against the angle.
 """
 
 from __future__ import annotations
@@ -64,6 +65,17 @@ def summarize(
         "tie_rate": cmp.tie_rate,
         "wilcoxon_p": cmp.wilcoxon_p,
     }
+    # every paired item has a fused probe; records made elsewhere (by hand) may not
+    fusable = [r for r in paired if r.fused_to_gt is not None]
+    fused = paired_comparison(np.array([r.angle_to_gt for r in fusable], dtype=np.float64),
+                              np.array([r.fused_to_gt for r in fusable], dtype=np.float64), n_boot=n_boot, seed=seed)
+    metrics.update({
+        "fused_to_gt": fused.mean_b,
+        "fusion_gain": fused.mean_diff,
+        "fusion_gain_ci_low": fused.ci_low,
+        "fusion_gain_ci_high": fused.ci_high,
+        "fusion_win_rate": fused.win_rate,
+    })
     # one reason per item (its status); `problems` keeps every problem found, per item
     for problem in PROBLEM_COUNTS:
         metrics[problem] = sum(r.status == problem for r in records)
@@ -90,6 +102,7 @@ def build_pipeline(cfg: DictConfig) -> EvaluationPipeline:
         batch_size=cfg.eval.batch_size,
         io_workers=cfg.eval.io_workers,
         use_cache=cfg.eval.use_cache,
+        fusion_weight=cfg.eval.fusion_weight,
     )
 
 
@@ -133,8 +146,10 @@ def describe(cfg: DictConfig, pipeline: EvaluationPipeline) -> dict[str, str]:
 def format_results(metrics: dict[str, float], params: dict[str, str] | None = None) -> str:
     """A short human-readable results table."""
     lines = []
-    if params:
-        lines.append("  ".join(f"{k}={v}" for k, v in params.items()))
+    params = params or {}
+    shown = {k: v for k, v in params.items() if "_break_even_" not in k}
+    if shown:
+        lines.append("  ".join(f"{k}={v}" for k, v in shown.items()))
     m = metrics
     lines += [
         f"{'items':>16}: {int(m['n_items'])}  paired N = {int(m['n'])}  not paired = {int(m['not_paired'])}",
@@ -148,6 +163,13 @@ def format_results(metrics: dict[str, float], params: dict[str, str] | None = No
         f"no face in frontal {int(m['no_face_frontal'])} (first reason per item, in pipeline order); "
         f"dataset skipped {int(m['dataset_skipped'])}",
     ]
+    if "net_gain_break_even_yaw" in params:
+        lines.append(f"{'break-even |yaw|':>16}: Net Gain {params['net_gain_break_even_yaw']}, "
+                     f"Fusion Gain {params.get('fusion_gain_break_even_yaw', 'none')} (deg; 95% CI >= 0 from there up)")
+    if "fusion_gain" in m:
+        after_net_gain = next(i for i, line in enumerate(lines) if "Net Gain:" in line) + 1
+        lines.insert(after_net_gain, f"{'Fusion Gain':>16}: {m['fusion_gain']:+.4f}  95% CI [{m['fusion_gain_ci_low']:+.4f}, "
+                        f"{m['fusion_gain_ci_high']:+.4f}]  Mean(Fused-GT) {m['fused_to_gt']:.4f}")
     return "\n".join(lines)
 
 
