@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from frontal_exp.devices import torch_device
-from frontal_exp.errors import ConfigError, ModelFileError
-from frontal_exp.frontalizers.base import Frontalizer
+from frontal_exp.errors import ConfigError
+from frontal_exp.frontalizers.base import CroppingFrontalizer
 from frontal_exp.landmarks import FaceLandmarker
 
 from . import checkpoints
@@ -36,7 +36,7 @@ class Motion:
     driving_rotation: torch.Tensor  # (B, 3, 3)
 
 
-class LivePortraitFrontalizer(Frontalizer):
+class LivePortraitFrontalizer(CroppingFrontalizer):
     """LivePortrait (KwaiVGI, MIT) with the head pose set to frontal.
 
     Needs the five official checkpoints under `weights_dir` or `models_dir` (default
@@ -188,29 +188,7 @@ class LivePortraitFrontalizer(Frontalizer):
             return face
         return paste_back(face, crop.image_to_crop, image, self._mask)
 
-    # ---- Frontalizer API ------------------------------------------------------------
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        crop = self.crop(image)
-        return self._finish(image, crop, self.frontalize_crops([crop])[0])
-
-    def frontalize_batch(self, images: list[np.ndarray]) -> list[np.ndarray | Exception]:
-        """Crop every image, run the networks `batch_size` faces at a time; failures in place."""
-        out: list[np.ndarray | Exception | None] = [None] * len(images)
-        ready: list[tuple[int, FaceCrop]] = []
-        for i, image in enumerate(images):
-            try:
-                ready.append((i, self.crop(image)))
-            except Exception as exc:  # noqa: BLE001 - recorded per item by the caller
-                out[i] = exc
-        for start in range(0, len(ready), self.batch_size):
-            chunk = ready[start:start + self.batch_size]
-            try:
-                faces = self.frontalize_crops([c for _, c in chunk])
-                for (i, crop), face in zip(chunk, faces, strict=True):
-                    out[i] = self._finish(images[i], crop, face)
-            except ModelFileError:
-                raise  # the checkpoints: every chunk would fail the same way
-            except Exception as exc:  # noqa: BLE001
-                for i, _ in chunk:
-                    out[i] = exc
-        return out  # type: ignore[return-value]
+    # ---- CroppingFrontalizer API ------------------------------------------------------
+    def frontalize_chunk(self, images: list[np.ndarray], crops: list[FaceCrop]) -> list[np.ndarray]:
+        faces = self.frontalize_crops(crops)
+        return [self._finish(image, crop, face) for image, crop, face in zip(images, crops, faces, strict=True)]
