@@ -1,6 +1,7 @@
 """Milliseconds per face of the DECA frontalizer on this machine, per step and end to end,
-with official-format random weights and a synthetic FLAME of FLAME's size (about 5,000
-vertices, 10,000 triangles; the cost depends on the sizes, not on the values).
+with detail off (the default) and on, with official-format random weights and a synthetic
+FLAME of FLAME's size (about 5,000 vertices, 10,000 triangles; the cost depends on the
+sizes, not on the values).
 
     python benchmarks/bench_deca.py [--device cpu|cuda|auto] [--batch-size 1] [--threads 0]
 """
@@ -53,24 +54,37 @@ def main() -> None:
     image = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
     with tempfile.TemporaryDirectory() as tmp:
         write_head_files(tmp, seeded=False, rings=(70, 72))
-        fr = DecaFrontalizer(weights_dir=tmp, device=args.device, batch_size=args.batch_size)
+        for detail in (False, True):
+            _report(DecaFrontalizer(weights_dir=tmp, device=args.device, batch_size=args.batch_size,
+                                    detail=detail), image, args)
+
+
+def _report(fr: DecaFrontalizer, image: np.ndarray, args: argparse.Namespace) -> None:
+    """Per-step and end-to-end times of one configuration."""
+    if not fr.detail:
         print(f"device {fr._device}, batch {args.batch_size}, torch threads {torch.get_num_threads()}, "
               f"image {image.shape[1]}x{image.shape[0]}, FLAME {len(fr.model.flame.v_template)} vertices / "
               f"{len(fr.model.flame.faces)} triangles, UV {fr.uv_size}")
-        _ = fr.layout
-        crop = fr.crop(image)
-        crops = [crop] * args.batch_size
-        code = fr.encode(crops)
-        steps = {
-            "crop (detect + 106 landmarks)": (lambda: fr.crop(image), 1),
-            "E_flame": (lambda: fr.encode(crops), args.batch_size),
-            "texture, render, composite": (lambda: fr.render(image, crop, code, 0), 1),
-        }
-        for name, (fn, per) in steps.items():
-            print(f"  {name:32s} {_timed(fn, args.repeats) / per * 1000:9.1f} ms/face")
-        e2e = _timed(lambda: fr.frontalize_batch([image] * args.batch_size), args.repeats) / args.batch_size
-        print(f"end to end: {e2e * 1000:.1f} ms/face")
-
+    print(f"detail {'on' if fr.detail else 'off'}:")
+    _ = fr.layout
+    crop = fr.crop(image)
+    crops = [crop] * args.batch_size
+    code = fr.encode(crops)
+    drawn, background, alpha = fr.draw(image, crop, code, 0)
+    alpha_only = DecaFrontalizer(weights_dir=fr.models_dir, device=args.device, blend="alpha")
+    steps = {
+        "crop (detect + 106 landmarks)": (lambda: fr.crop(image), 1),
+        "E_flame" + (" + E_detail + D_detail" if fr.detail else ""): (lambda: fr.encode(crops), args.batch_size),
+        "texture, render" + (" (with detail gain)" if fr.detail else ""): (lambda: fr.draw(image, crop, code, 0), 1),
+        "composite, seamless": (lambda: fr.composite(drawn, background, alpha), 1),
+        "composite, alpha": (lambda: alpha_only.composite(drawn, background, alpha), 1),
+    }
+    if fr.detail:
+        steps["  of which detail gain"] = (lambda: fr.detail_gain(code, 0), 1)
+    for name, (fn, per) in steps.items():
+        print(f"  {name:40s} {_timed(fn, args.repeats) / per * 1000:9.1f} ms/face")
+    e2e = _timed(lambda: fr.frontalize_batch([image] * args.batch_size), args.repeats) / args.batch_size
+    print(f"  end to end (seamless): {e2e * 1000:.1f} ms/face")
 
 if __name__ == "__main__":
     main()

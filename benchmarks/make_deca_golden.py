@@ -18,6 +18,7 @@ import argparse
 import subprocess
 import sys
 import tempfile
+import textwrap
 import types
 from pathlib import Path
 
@@ -29,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from tests._deca_files import (  # noqa: E402
     GOLDEN_SEED,
+    detail_normal_inputs,
     fake_chumpy,
     golden_inputs,
     write_official_files,
@@ -57,6 +59,57 @@ def _orth_proj(reference: Path):
     namespace = {"torch": torch}
     exec(compile(source[start:end], "decalib/utils/util.py", "exec"), namespace)  # noqa: S102
     return namespace["batch_orth_proj"]
+
+
+def _source_between(path: Path, start: str, end: str) -> str:
+    """The source from the line holding `start` up to `end`, dedented."""
+    source = path.read_text()
+    i = source.index(start)
+    return textwrap.dedent(source[source.rindex("\n", 0, i) + 1:source.index(end, i + len(start))])
+
+
+def _detail_functions(reference: Path):
+    """DECA.displacement2normal and SRenderY.add_SHlight (with its SH constants), executed
+    from the checkout's source: decalib.deca and the renderer import pytorch3d, kornia and
+    CUDA extensions. util's generate_triangles and vertex_normals are executed the same way."""
+    util = types.SimpleNamespace()
+    ns = {"torch": torch, "np": np, "F": torch.nn.functional}
+    for name in ("generate_triangles", "vertex_normals"):
+        code = _source_between(reference / "decalib/utils/util.py", f"def {name}", "\ndef ")
+        exec(compile(code, "decalib/utils/util.py", "exec"), ns)  # noqa: S102
+        setattr(util, name, ns[name])
+    ns["util"] = util
+    renderer = reference / "decalib/utils/renderer.py"
+    exec(compile(_source_between(reference / "decalib/deca.py", "def displacement2normal", "    def visofp"),
+                 "decalib/deca.py", "exec"), ns)  # noqa: S102
+    exec(compile(_source_between(renderer, "def add_SHlight", "    def add_pointlight"),
+                 "decalib/utils/renderer.py", "exec"), ns)  # noqa: S102
+    exec(compile(_source_between(renderer, "pi = np.pi", "self.register_buffer('constant_factor'"),
+                 "decalib/utils/renderer.py", "exec"), ns)  # noqa: S102
+    return ns["displacement2normal"], ns["add_SHlight"], ns["constant_factor"], util
+
+
+def _reference_detail_normals(reference: Path, out: dict[str, np.ndarray]) -> None:
+    """The reference's detail normals and SH shading for tests/_deca_files.detail_normal_inputs.
+    world2uv (a pytorch3d rasterization of the mesh into UV space) is replaced by the identity:
+    the inputs are already UV maps; this project draws them with its own rasterizer."""
+    displacement2normal, add_shlight, constant_factor, util = _detail_functions(reference)
+    d = {k: torch.from_numpy(v).float() for k, v in detail_normal_inputs().items()}
+    size = d["mask"].shape[0]
+
+    def chw(x: torch.Tensor) -> torch.Tensor:
+        return x.permute(2, 0, 1)[None]
+
+    render = types.SimpleNamespace(world2uv=lambda maps: maps,
+                                   dense_faces=torch.from_numpy(util.generate_triangles(size, size)).long()[None])
+    deca = types.SimpleNamespace(render=render, uv_face_eye_mask=d["mask"][None, None],
+                                 fixed_uv_dis=d["fixed_displacement"])
+    normals = displacement2normal(deca, d["displacement"][None, None], chw(d["uv_vertices"]), chw(d["uv_normals"]))
+    shading = add_shlight(types.SimpleNamespace(constant_factor=constant_factor), normals, d["light"][None])
+    out["detail.normals"] = normals[0].numpy()
+    out["detail.shading"] = shading[0].numpy()
+    for name, value in detail_normal_inputs().items():
+        out[f"inputs.detail.{name}"] = signature(torch.from_numpy(value)).numpy()
 
 
 @torch.no_grad()
@@ -112,6 +165,8 @@ def main() -> None:
     proj2d = batch_orth_proj(lmk2d, inputs["cam"])[:, :, :2]
     proj2d[:, :, 1:] = -proj2d[:, :, 1:]
     out["flame.landmarks2d_projected"] = proj2d.numpy()
+
+    _reference_detail_normals(reference, out)
 
     out["meta.seed"] = np.array(GOLDEN_SEED)
     out["meta.reference"] = np.array(f"yfeng95/DECA {_reference_version(reference, args.reference_version)}")

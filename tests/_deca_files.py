@@ -351,4 +351,41 @@ def write_head_files(models_dir: str | Path, seed: int = GOLDEN_SEED, seeded: bo
         last.bias[200:206] = torch.tensor([0.05, 0.3, 0.0, 0.05, 0.0, 0.0])  # global, jaw
         last.bias[206] = 8.0  # camera scale
     checkpoints.save_networks(nets, root / "deca_model.tar")
+    write_detail_files(root, seed)
     return root
+
+
+def write_detail_files(models_dir: str | Path, seed: int = GOLDEN_SEED, size: int = 256) -> Path:
+    """The detail branch's two data files in their official formats: `uv_face_eye_mask.png`
+    (RGBA, 0 / 255, an ellipse in the middle of the UV map, where the ellipsoid head's face
+    lies) and `fixed_displacement_256.npy` (a smooth float64 field of about 0.1 mm)."""
+    import cv2
+
+    root = Path(models_dir)
+    mask = np.zeros((size, size), np.uint8)
+    cv2.ellipse(mask, (size // 2, size // 2), (size // 5, size // 4), 0, 0, 360, 255, -1)
+    cv2.imwrite(str(root / "uv_face_eye_mask.png"), np.dstack([mask, mask, mask, np.full_like(mask, 255)]))
+    rng = np.random.default_rng(seed + 7)
+    fixed = cv2.GaussianBlur(rng.normal(0, 1e-3, (size, size)), (0, 0), 6)
+    np.save(root / "fixed_displacement_256.npy", fixed.astype(np.float64))
+    return root
+
+
+def detail_normal_inputs(seed: int = GOLDEN_SEED, size: int = 64) -> dict[str, np.ndarray]:
+    """UV maps for DECA's displacement2normal on a sphere cap (radius 0.1, texels 2 mm apart,
+    y up = row up as in DECA's UV maps), with an uncovered corner (zeros, as world2uv leaves
+    texels outside the layout), a binary mask, a random displacement of about 0.5 mm, a
+    smooth fixed displacement and a random SH light (9, 3)."""
+    rng = np.random.default_rng(seed + 9)
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float64)
+    x, y = (cols - size / 2) * 0.002, -(rows - size / 2) * 0.002
+    z = np.sqrt(0.1 ** 2 - x ** 2 - y ** 2)
+    vertices = np.stack([x, y, z], -1)
+    normals = vertices / 0.1
+    vertices[:8, :10] = normals[:8, :10] = 0
+    mask = (((cols - size / 2) / 0.4) ** 2 + ((rows - size / 2) / 0.45) ** 2 < size ** 2).astype(np.float64)
+    smooth = rng.normal(0, 1, (size + 8, size + 8))
+    fixed = 2e-4 * (smooth[4:-4, 4:-4] + smooth[:-8, 8:] + smooth[8:, :-8]) / 3
+    return {"uv_vertices": vertices, "uv_normals": normals, "mask": mask,
+            "displacement": rng.normal(0, 5e-4, (size, size)), "fixed_displacement": fixed,
+            "light": rng.normal(0, 1, (9, 3))}

@@ -96,3 +96,21 @@ def test_orthographic_projection(golden, model, inputs):
     verts, lmk2d, _ = model[1].flame(inputs["shape"], inputs["exp"], inputs["pose"])
     assert_matches(golden, "flame.trans_verts", project_orthographic(verts, inputs["cam"]))
     assert_matches(golden, "flame.landmarks2d_projected", project_orthographic(lmk2d, inputs["cam"])[..., :2])
+
+
+def test_detail_normals_and_shading():
+    """DECA's displacement2normal (dense UV mesh normals of the displaced surface, masked)
+    and add_SHlight, on UV maps given directly (the reference's world2uv needs pytorch3d)."""
+    from frontal_exp.frontalizers.deca.detail import detail_normals, sh_shading
+
+    from ._deca_files import detail_normal_inputs
+
+    golden = dict(np.load(GOLDEN, allow_pickle=False))
+    d = detail_normal_inputs()
+    for name, value in d.items():
+        np.testing.assert_allclose(signature(torch.from_numpy(value)).numpy(), golden[f"inputs.detail.{name}"],
+                                   rtol=1e-6, atol=1e-9, err_msg=f"detail input {name} changed; {REGENERATE}")
+    normals = detail_normals(d["uv_vertices"], d["uv_normals"], d["displacement"], d["fixed_displacement"],
+                             d["mask"])
+    assert_matches(golden, "detail.normals", torch.from_numpy(normals).permute(2, 0, 1))
+    assert_matches(golden, "detail.shading", torch.from_numpy(sh_shading(normals, d["light"])).permute(2, 0, 1))

@@ -146,6 +146,11 @@ def _deca_entries() -> list[WeightFile]:
                    "FLAME landmark faces and barycentric coordinates (DECA's data/)"),
         WeightFile("deca/head_template.obj", f"{data}/head_template.obj", deca_licence,
                    "FLAME topology with UV coordinates (DECA's data/)"),
+        WeightFile("deca/uv_face_eye_mask.png", f"{data}/uv_face_eye_mask.png", deca_licence,
+                   "UV mask of the face and eyes, where DECA's detail applies (DECA's data/; "
+                   "model.detail=true only)"),
+        WeightFile("deca/fixed_displacement_256.npy", f"{data}/fixed_displacement_256.npy", deca_licence,
+                   "DECA's fixed UV displacement correction (DECA's data/; model.detail=true only)"),
     ]
 
 

@@ -6,6 +6,11 @@
   generic_model.pkl       FLAME 2020 (chumpy pickle, see files.py)
   landmark_embedding.npy  landmark faces and barycentric coordinates
   head_template.obj       FLAME topology with UV coordinates
+
+and, for the detail branch only (model.detail=true):
+
+  uv_face_eye_mask.png         where D_detail's displacement applies, in UV space
+  fixed_displacement_256.npy   DECA's person-independent displacement correction
 """
 
 from __future__ import annotations
@@ -14,11 +19,20 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 
 from frontal_exp import weights
 
-from .files import HeadTemplate, load_flame_model, load_landmark_embedding, read_head_template
+from .files import (
+    HeadTemplate,
+    load_flame_model,
+    load_landmark_embedding,
+    read_fixed_displacement,
+    read_head_template,
+    read_uv_mask,
+)
 from .flame import FLAME
 from .networks import DecaNetworks, build_networks
 
@@ -27,6 +41,9 @@ FLAME_FILE = "deca/generic_model.pkl"
 LANDMARK_FILE = "deca/landmark_embedding.npy"
 TEMPLATE_FILE = "deca/head_template.obj"
 ALL_FILES = [MODEL_FILE, FLAME_FILE, LANDMARK_FILE, TEMPLATE_FILE]
+MASK_FILE = "deca/uv_face_eye_mask.png"
+FIXED_DISPLACEMENT_FILE = "deca/fixed_displacement_256.npy"
+DETAIL_FILES = [MASK_FILE, FIXED_DISPLACEMENT_FILE]
 #: top-level keys of a trainer checkpoint that hold no network
 TRAINER_KEYS = frozenset({"opt", "global_step", "batch_size", "epoch", "optimizer"})
 
@@ -40,9 +57,10 @@ class DecaModel:
     template: HeadTemplate
 
 
-def resolve_all(models_dir: str | os.PathLike | None) -> dict[str, Path]:
-    """Paths of the four files; one `MissingWeightsError` naming every missing one."""
-    return weights.resolve_all(ALL_FILES, models_dir)
+def resolve_all(models_dir: str | os.PathLike | None, detail: bool = False) -> dict[str, Path]:
+    """Paths of the four files (six with `detail`); one `MissingWeightsError` naming every
+    missing one."""
+    return weights.resolve_all(ALL_FILES + (DETAIL_FILES if detail else []), models_dir)
 
 
 def load_networks(path: str | os.PathLike, detail: bool = True) -> DecaNetworks:
@@ -79,3 +97,21 @@ def load_model(models_dir: str | os.PathLike | None = None, detail: bool = True)
         raise weights.bad_weights(paths[TEMPLATE_FILE], "DECA's head template (head_template.obj)",
                                   f"{len(template.f)} faces, the FLAME model has {len(flame.faces)}")
     return DecaModel(load_networks(paths[MODEL_FILE], detail=detail), flame.eval(), template)
+
+
+@dataclass
+class DetailMaps:
+    """The UV maps DECA's detail branch needs besides the networks."""
+
+    mask: np.ndarray  # (U, U) float32 in [0, 1]: where the displacement applies
+    fixed_displacement: np.ndarray  # (U, U) float64, along the normal, FLAME units
+
+
+def load_detail_maps(models_dir: str | os.PathLike | None, size: int) -> DetailMaps:
+    """The mask (nearest-resized to `size`, as DECA) and the fixed displacement (bilinear when
+    `size` is not its own 256; DECA only uses 256)."""
+    paths = weights.resolve_all(DETAIL_FILES, models_dir)
+    fixed = read_fixed_displacement(paths[FIXED_DISPLACEMENT_FILE])
+    if fixed.shape[0] != size:
+        fixed = cv2.resize(fixed, (size, size), interpolation=cv2.INTER_LINEAR)
+    return DetailMaps(read_uv_mask(paths[MASK_FILE], size), fixed)

@@ -262,3 +262,33 @@ def read_head_template(path: str | os.PathLike) -> HeadTemplate:
             or min(template.f.min(), template.ft.min()) < 0:
         raise bad_weights(path, what, "no faces, or face indices outside the vertex / UV lists")
     return template
+
+
+def read_uv_mask(path: str | os.PathLike, size: int) -> np.ndarray:
+    """`uv_face_eye_mask.png` (a UV-layout image, DECA reads its first colour channel) ->
+    (size, size) float32 in [0, 1], resized by nearest neighbour as DECA's F.interpolate."""
+    import cv2
+
+    what = "DECA's UV face mask (uv_face_eye_mask.png)"
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.ndim not in (2, 3) or min(image.shape[:2]) < 2:
+        raise bad_weights(path, what, "not a readable image")
+    red = image if image.ndim == 2 else image[..., 2]  # OpenCV's BGR(A): red is channel 2
+    scale = np.iinfo(red.dtype).max if red.dtype.kind in "ui" else 1.0
+    mask = red.astype(np.float32) / scale
+    rows = np.floor(np.arange(size) * mask.shape[0] / size).astype(np.int64)
+    cols = np.floor(np.arange(size) * mask.shape[1] / size).astype(np.int64)
+    return mask[rows][:, cols]
+
+
+def read_fixed_displacement(path: str | os.PathLike) -> np.ndarray:
+    """`fixed_displacement_256.npy`: DECA's person-independent UV displacement correction, a
+    plain (256, 256) float array (loaded without pickle)."""
+    what = "DECA's fixed displacement (fixed_displacement_256.npy)"
+    try:
+        value = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise bad_weights(path, what, exc) from exc
+    if value.ndim != 2 or value.shape[0] != value.shape[1] or value.dtype.kind != "f":
+        raise bad_weights(path, what, f"a {value.dtype} array of shape {value.shape}, expected (256, 256) floats")
+    return value.astype(np.float64)

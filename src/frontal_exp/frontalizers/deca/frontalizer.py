@@ -17,9 +17,11 @@ from frontal_exp.frontalizers.base import Frontalizer
 from frontal_exp.landmarks import FaceLandmarker
 
 from . import checkpoints
+from .blend import poisson_blend
+from .detail import detail_gain
 from .flame import project_orthographic
 from .networks import IMAGE_SIZE, split_code
-from .texture import UVLayout, extract_texture, fill_hidden, uv_layout
+from .texture import UVLayout, extract_texture, fill_hidden, uv_layout, vertex_normals
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 BOX_FACTOR = 1.1
 #: the composited region reaches this fraction of the face's height above the brows
 FOREHEAD = 0.25
+BLENDS = ("seamless", "alpha")
 
 
 @dataclass
@@ -60,11 +63,16 @@ class DecaFrontalizer(Frontalizer):
 
     keep_jaw: keep the fitted jaw opening (else closed). paste_back: composite into the
     photo (same size); else the 224x224 aligned crop. uv_size: texture resolution.
-    The crop's box comes from the project's 106-point landmarks (DECA uses FAN's 68).
+    detail: apply DECA's detail branch (E_detail, D_detail) to the photo's texture as a
+    shading ratio (see detail.py); needs uv_face_eye_mask.png and fixed_displacement_256.npy.
+    blend: "seamless" (Poisson, then the soft mask) or "alpha" (the soft mask only); a
+    face region touching the image border falls back to alpha (counted in
+    `blend_fallbacks`). The crop's box comes from the project's 106-point landmarks (DECA
+    uses FAN's 68).
     """
 
     name = "deca"
-    runtime_attrs = ("_model", "_landmarker", "_layout")
+    runtime_attrs = ("_model", "_landmarker", "_layout", "_detail_maps", "blend_fallbacks")
 
     def __init__(
         self,
@@ -73,6 +81,8 @@ class DecaFrontalizer(Frontalizer):
         device: str = "auto",
         keep_jaw: bool = True,
         paste_back: bool = True,
+        detail: bool = False,
+        blend: str = "seamless",
         crop_scale: float = 1.25,
         uv_size: int = 256,
         mask_blur: float = 0.04,
@@ -84,9 +94,13 @@ class DecaFrontalizer(Frontalizer):
             raise ConfigError(f"deca: batch_size must be >= 1, got {batch_size}")
         if uv_size < 16:
             raise ConfigError(f"deca: uv_size must be >= 16, got {uv_size}")
+        if blend not in BLENDS:
+            raise ConfigError(f"deca: blend must be one of {BLENDS}, got {blend!r}")
         self.models_dir = weights_dir or models_dir
         self.keep_jaw = keep_jaw
         self.paste_back = paste_back
+        self.detail = bool(detail)
+        self.blend = blend
         self.crop_scale = float(crop_scale)
         self.uv_size = int(uv_size)
         self.mask_blur = float(mask_blur)
@@ -94,8 +108,11 @@ class DecaFrontalizer(Frontalizer):
         self.det_thresh = det_thresh
         self.batch_size = batch_size
         self._device = torch.device(torch_device(device))
-        self._paths = checkpoints.resolve_all(self.models_dir)
+        self._paths = checkpoints.resolve_all(self.models_dir, detail=self.detail)
         self._model: checkpoints.DecaModel | None = None
+        self._detail_maps: checkpoints.DetailMaps | None = None
+        #: composites that fell back from seamless to alpha (region at the image border)
+        self.blend_fallbacks = 0
         self._landmarker: FaceLandmarker | None = None
         self._layout: UVLayout | None = None
 
@@ -103,8 +120,11 @@ class DecaFrontalizer(Frontalizer):
     @property
     def model(self) -> checkpoints.DecaModel:
         if self._model is None:
-            model = checkpoints.load_model(self.models_dir, detail=False)
+            model = checkpoints.load_model(self.models_dir, detail=self.detail)
             model.networks.E_flame.to(self._device)
+            if self.detail:
+                model.networks.E_detail.to(self._device)
+                model.networks.D_detail.to(self._device)
             model.flame.to(self._device)
             self._model = model
         return self._model
@@ -116,6 +136,12 @@ class DecaFrontalizer(Frontalizer):
             self._layout = uv_layout(m.template.vt, m.template.ft, m.flame.faces.cpu().numpy(),
                                      m.flame.v_template.cpu().numpy(), self.uv_size)
         return self._layout
+
+    @property
+    def detail_maps(self) -> checkpoints.DetailMaps:
+        if self._detail_maps is None:
+            self._detail_maps = checkpoints.load_detail_maps(self.models_dir, self.uv_size)
+        return self._detail_maps
 
     @property
     def landmarker(self) -> FaceLandmarker:
@@ -134,10 +160,35 @@ class DecaFrontalizer(Frontalizer):
 
     @torch.no_grad()
     def encode(self, crops: list[DecaCrop]) -> dict[str, torch.Tensor]:
-        """E_flame on a batch of crops -> DECA's named codes (on CPU)."""
+        """E_flame on a batch of crops -> DECA's named codes (on CPU); with `detail`, also
+        E_detail's code and D_detail's (B, 1, 256, 256) displacement."""
+        nets = self.model.networks
         x = torch.from_numpy(np.stack([c.image for c in crops]).astype(np.float32) / 255.0)
-        code = self.model.networks.E_flame(x.permute(0, 3, 1, 2).to(self._device)).float().cpu()
-        return split_code(code)
+        x = x.permute(0, 3, 1, 2).to(self._device)
+        code = split_code(nets.E_flame(x).float().cpu())
+        if self.detail:
+            code["detail"] = nets.E_detail(x).float().cpu()
+            cond = torch.cat([code["pose"][:, 3:], code["exp"], code["detail"]], 1)
+            code["displacement"] = nets.D_detail(cond.to(self._device)).float().cpu()
+        return code
+
+    @torch.no_grad()
+    def detail_gain(self, code: dict[str, torch.Tensor], i: int) -> np.ndarray:
+        """(U, U, 3) BGR factor that puts item `i`'s predicted detail on its photo texture:
+        DECA's detail normals of the fitted (posed) mesh, shaded with its fitted light."""
+        m = self.model
+        dev = m.flame.v_template.device
+        verts, _, _ = m.flame(code["shape"][i:i + 1].to(dev), code["exp"][i:i + 1].to(dev),
+                              code["pose"][i:i + 1].to(dev))
+        verts = verts[0].cpu().double().numpy()
+        normals = vertex_normals(verts, self.layout.faces)
+        displacement = code["displacement"][i, 0].double().numpy()
+        if displacement.shape[0] != self.uv_size:
+            displacement = cv2.resize(displacement, (self.uv_size, self.uv_size), interpolation=cv2.INTER_LINEAR)
+        maps = self.detail_maps
+        gain = detail_gain(self.layout.draw(verts), self.layout.draw(normals), displacement,
+                           maps.fixed_displacement, maps.mask, code["light"][i].double().numpy())
+        return gain[..., ::-1]  # DECA's light is RGB, the texture BGR
 
     @torch.no_grad()
     def screen_mesh(self, code: dict[str, torch.Tensor], i: int, pose: torch.Tensor,
@@ -173,6 +224,12 @@ class DecaFrontalizer(Frontalizer):
 
     def render(self, image: np.ndarray, crop: DecaCrop, code: dict[str, torch.Tensor], i: int) -> np.ndarray:
         """Frontalize item `i`: texture from `image` (BGR), render at pose zero, composite."""
+        return self.composite(*self.draw(image, crop, code, i))
+
+    def draw(self, image: np.ndarray, crop: DecaCrop, code: dict[str, torch.Tensor],
+             i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The frontal face of item `i` (float32 BGR, textured from `image`, with the detail
+        gain when `detail`), the background it goes on and the soft composite mask."""
         m = self.model
         faces = m.flame.faces.cpu().numpy()
         crop_to_image = np.linalg.inv(crop.image_to_crop)
@@ -181,6 +238,8 @@ class DecaFrontalizer(Frontalizer):
         if not visible.any():
             raise FrontalizationError("deca: no part of the fitted face is visible in the photo")
         texture = fill_hidden(texture, visible, self.layout)
+        if self.detail:
+            texture = texture * self.detail_gain(code, i)
 
         frontal_pose = torch.zeros(1, 6)
         if self.keep_jaw:
@@ -195,8 +254,25 @@ class DecaFrontalizer(Frontalizer):
         texel = uv_to_pixels(zbuf.interpolate(m.template.vt[m.template.ft]).reshape(-1, 2), self.uv_size)
         texel = texel.reshape(*background.shape[:2], 2).astype(np.float32)
         drawn = cv2.remap(texture, texel[..., 0], texel[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        alpha = self.face_mask(landmarks, zbuf.mask)[..., None]
-        out = alpha * drawn + (1 - alpha) * background.astype(np.float32)
+        return drawn, background, self.face_mask(landmarks, zbuf.mask)
+
+    def composite(self, drawn: np.ndarray, background: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """`drawn` over `background` (uint8) with the soft `alpha`; with blend="seamless" the
+        drawn face is first Poisson-blended into the background over alpha's support, so the
+        colour difference fades to zero at its edge. Pixels where alpha is 0 stay the
+        background's."""
+        drawn = np.asarray(drawn, np.float32)
+        if self.blend == "seamless":
+            blended = poisson_blend(drawn, background, alpha > 0)
+            if blended is None:
+                self.blend_fallbacks += 1
+                why = "touches the image border" if alpha.any() else "is empty"
+                log.info("deca: the face region %s: alpha composite instead of seamless (%d so far)",
+                         why, self.blend_fallbacks)
+            else:
+                drawn = blended.astype(np.float32)
+        a = alpha[..., None]
+        out = a * drawn + (1 - a) * background.astype(np.float32)
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
     # ---- Frontalizer API ------------------------------------------------------------

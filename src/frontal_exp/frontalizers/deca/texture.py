@@ -50,15 +50,16 @@ def uv_layout(uv: np.ndarray, uv_faces: np.ndarray, faces: np.ndarray, template:
     return layout
 
 
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit normals (V, 3) of a mesh, oriented by its winding."""
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Area-weighted unit normals (V, 3) of a mesh, oriented by its winding; sums shorter
+    than `eps` are divided by `eps` (0 for vertices in no face)."""
     v = np.asarray(vertices, np.float64)
+    faces = np.asarray(faces)
     tri = v[faces]
     n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    out = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(out, faces[:, k], n)
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    corners = faces.reshape(-1)
+    out = np.stack([np.bincount(corners, np.repeat(n[:, c], 3), minlength=len(v)) for c in range(3)], 1)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), eps)
 
 
 def extract_texture(image: np.ndarray, screen: np.ndarray, faces: np.ndarray,
