@@ -13,7 +13,7 @@ import torch
 from frontal_exp.devices import torch_device
 from frontal_exp.errors import ConfigError, FrontalizationError, ModelFileError
 from frontal_exp.face3d.render import ndc_to_pixels, rasterize_zbuffer, uv_to_pixels
-from frontal_exp.frontalizers.base import Frontalizer
+from frontal_exp.frontalizers.base import CroppingFrontalizer
 from frontal_exp.landmarks import FaceLandmarker
 
 from . import checkpoints
@@ -54,7 +54,7 @@ def crop_matrix(landmarks: np.ndarray, crop_scale: float = 1.25, size: int = IMA
     return np.array([[k, 0, -k * (cx - side / 2)], [0, k, -k * (cy - side / 2)], [0, 0, 1]])
 
 
-class DecaFrontalizer(Frontalizer):
+class DecaFrontalizer(CroppingFrontalizer):
     """DECA (yfeng95/DECA; non-commercial research licence) with the head pose set to zero.
 
     Needs deca_model.tar, generic_model.pkl (FLAME 2020), landmark_embedding.npy and
@@ -275,35 +275,16 @@ class DecaFrontalizer(Frontalizer):
         out = a * drawn + (1 - a) * background.astype(np.float32)
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
-    # ---- Frontalizer API ------------------------------------------------------------
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        crop = self.crop(image)
-        return self.render(image, crop, self.encode([crop]), 0)
-
-    def frontalize_batch(self, images: list[np.ndarray]) -> list[np.ndarray | Exception]:
-        """Crop every image, encode `batch_size` faces at a time, render each; failures in place."""
-        out: list[np.ndarray | Exception | None] = [None] * len(images)
-        ready: list[tuple[int, DecaCrop]] = []
-        for i, image in enumerate(images):
+    # ---- CroppingFrontalizer API ------------------------------------------------------
+    def frontalize_chunk(self, images: list[np.ndarray], crops: list[DecaCrop]) -> list[np.ndarray | Exception]:
+        """Encode the chunk's faces as one batch, then render each (a failure stays on its face)."""
+        code = self.encode(crops)
+        out: list[np.ndarray | Exception] = []
+        for k, (image, crop) in enumerate(zip(images, crops, strict=True)):
             try:
-                ready.append((i, self.crop(image)))
-            except Exception as exc:  # noqa: BLE001 - recorded per item by the caller
-                out[i] = exc
-        for start in range(0, len(ready), self.batch_size):
-            chunk = ready[start:start + self.batch_size]
-            try:
-                code = self.encode([c for _, c in chunk])
+                out.append(self.render(image, crop, code, k))
             except ModelFileError:
                 raise
-            except Exception as exc:  # noqa: BLE001
-                for i, _ in chunk:
-                    out[i] = exc
-                continue
-            for k, (i, crop) in enumerate(chunk):
-                try:
-                    out[i] = self.render(images[i], crop, code, k)
-                except ModelFileError:
-                    raise
-                except Exception as exc:  # noqa: BLE001
-                    out[i] = exc
-        return out  # type: ignore[return-value]
+            except Exception as exc:  # noqa: BLE001 - recorded per item by the caller
+                out.append(exc)
+        return out
