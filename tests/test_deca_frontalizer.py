@@ -148,3 +148,38 @@ def test_options_batch_and_cache_key(frontalizer, head_dir, photo):
     assert isinstance(results[1], Exception)
     assert frontalizer.cache_key() != crop_only.cache_key()
     assert frontalizer.cache_key() == DecaFrontalizer(weights_dir=str(head_dir), device="cpu").cache_key()
+
+
+def test_deca_runs_from_the_command_line_paths(head_dir, make_cfg, tmp_path, real_faces):
+    """`model=deca model.weights_dir=...` in an evaluation on real photos, logged to MLflow,
+    and in the inference CLI (official-format random weights, synthetic FLAME head)."""
+    from mlflow import MlflowClient
+
+    from frontal_exp.evaluation import evaluate
+    from frontal_exp.infer import main as infer
+    from frontal_exp.tracking.mlflow_logger import default_sqlite_uri
+
+    out_root = tmp_path / "o"
+    cfg = make_cfg("model=deca", f"model.weights_dir={head_dir}", "device=cpu", "dataset=folder",
+                   f"dataset.root={real_faces}", "dataset.gt=first", "dataset.limit=3",
+                   "dataset.estimate_pose=false", "eval.bootstrap=20", "eval.grid_samples=2",
+                   "protocol.analyses=[]", output_root=out_root)
+    result = evaluate(cfg)
+    m = result.metrics
+    assert result.params["model"] == "deca" and result.params["model_device"] == "cpu"
+    assert m["n_items"] >= 3 and m["frontalize_failed"] == 0
+    assert m["frontalized_computed"] == m["n_items"]
+    # the photo around the face is kept, so the frontal keeps a detectable face
+    assert m["n"] + m["not_paired"] == m["n_items"] and m["n"] >= 1
+    run = MlflowClient(default_sqlite_uri(out_root)).get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["n"] == m["n"]
+    assert run.data.params["model._target_"].endswith("DecaFrontalizer")
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    image = cv2.imread(str(real_faces / "biden" / "biden.jpg"))
+    cv2.imwrite(str(src / "face.png"), image)
+    assert infer(["--source_dir", str(src), "-o", str(out), "--frontalize", "model=deca",
+                  f"model.weights_dir={head_dir}", "device=cpu"]) == 0
+    written = cv2.imread(str(out / "face.png"))
+    assert written.shape == image.shape and (written != image).any()
