@@ -117,8 +117,13 @@ def test_missing_and_empty_roots_name_the_path_and_layout(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match=r"(?s)is empty.*_0001\.jpg"):
         LfwDataset(root=str(tmp_path / "empty")).load()
-    with pytest.raises(DatasetError, match="no dataset root"):
+    with pytest.raises(DatasetError, match=r"no dataset root given; set dataset.root=/path/to/data\."):
         FolderDataset(root=None).load()
+    # options whose config reads an environment variable name it
+    with pytest.raises(DatasetError, match=r"no dataset root given; set BIWI_ROOT=/path/to/data or dataset.root="):
+        BiwiDataset(root=None).load()
+    with pytest.raises(DatasetError, match=r"set LFW_ROOT=/path/to/data or dataset.root="):
+        LfwDataset(root=None).load()
 
 
 def write_people(root: Path, people: dict[str, list[str]]) -> None:

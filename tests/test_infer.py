@@ -111,3 +111,21 @@ def test_infer_refuses_to_write_onto_an_input_or_into_the_source(tmp_path, capsy
     assert main(["--source_dir", str(src), "--source_pattern", "**/*.jpg", "-o", str(tmp_path)]) == 2
     assert "into the source folder" in capsys.readouterr().err
     assert unchanged(src, before) and not (src / "x.jpg").exists()
+
+
+def test_a_pattern_that_matches_nothing_says_what_is_there(identity_tree, tmp_path, capsys):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    face = cv2.imread(str(identity_tree / "astronaut" / "frontal.png"))
+    for name in ("a.jpg", "b.jpg", "sub/c.jpg", "d.png"):
+        cv2.imwrite(str(src / name), face)
+    out = tmp_path / "out"
+    assert main(["--source_dir", str(src), "--source_pattern", "*.webp", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"0 files match '*.webp' under {src}; 3 .jpg files, 1 .png file there" in err
+    assert "use --source_pattern '**/*.jpg'" in err
+    assert not out.exists()  # nothing written, not even skipped.csv
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--source_dir", str(empty), "-o", str(out)]) == 1
+    assert "holds no image files" in capsys.readouterr().err

@@ -70,6 +70,27 @@ def plan(source_dir: Path, pattern: str, output_dir: Path) -> tuple[list[tuple[P
     return pairs, in_output
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def no_match_message(source_dir: Path, pattern: str, output_dir: Path) -> str:
+    """What a pattern that matched nothing missed: the image files that are there (outside the
+    output folder), by type, and the pattern that would take the most common type."""
+    out_root = output_dir.resolve()
+    counts: dict[str, int] = {}
+    for path in source_dir.rglob("*"):
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_SUFFIXES and path.is_file() and not path.resolve().is_relative_to(out_root):
+            counts[suffix] = counts.get(suffix, 0) + 1
+    head = f"0 files match {pattern!r} under {source_dir}"
+    if not counts:
+        return f"{head}, and it holds no image files ({', '.join(IMAGE_SUFFIXES)})"
+    found = ", ".join(f"{n} {suffix} file{'s' if n > 1 else ''}" for suffix, n in
+                      sorted(counts.items(), key=lambda kv: -kv[1]))
+    best = max(counts, key=counts.get)
+    return f"{head}; {found} there (subfolders included): use --source_pattern '**/*{best}'"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.source_dir.is_dir():
@@ -86,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     except FrontalExpError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    if not sources:
+        print(f"error: {no_match_message(args.source_dir, args.source_pattern, args.output_dir)}", file=sys.stderr)
+        return 1
     args.output_dir.mkdir(parents=True, exist_ok=True)
     skipped: list[tuple[str, str]] = []
     done = kept = 0

@@ -354,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     root = (args.models_dir or default_models_dir()).expanduser()
     entries = [e for e in REGISTRY.values() if args.only in e.relpath]
     status = 0
+    tally = {"present": 0, "missing": 0, "unusable": 0}
     print(f"models directory: {root}")
     for e in entries:
         path = _find(e, root)
@@ -370,9 +371,11 @@ def main(argv: list[str] | None = None) -> int:
                 status = 1
                 continue
         if path is None:
+            tally["missing"] += 1
             print(f"  missing    {e.relpath:55s} {e.url}")
             status = 1 if args.command == "verify" else status
         elif args.command == "list":
+            tally["present"] += 1
             print(f"  present    {e.relpath:55s} {path.stat().st_size:,} bytes")
         else:
             problems = verify(e, path, load=True)
@@ -380,7 +383,10 @@ def main(argv: list[str] | None = None) -> int:
             label = "BAD" if problems else "ok" if e.size or e.sha256 else "loads"
             note = "; ".join(problems) or ("" if label == "ok" else "(no size or sha256 on record)")
             print(f"  {label:10s} {e.relpath:55s} {note}")
+            tally["unusable" if problems else "present"] += 1
             status = 1 if problems else status
+    checked = ", ".join(f"{n} {k}" for k, n in tally.items() if k != "unusable" or args.command != "list")
+    print(f"{len(entries)} files: {checked}")
     print(f"licences: {INSIGHTFACE_LICENCE}; see README for the others.")
     return status
 

@@ -52,6 +52,8 @@ class Dataset(ABC):
     """A source of `Item`s. `limit` keeps a seeded random subset of the items."""
 
     name: str = "dataset"
+    #: the environment variable the option's config reads its root from, if any
+    root_env: str | None = None
 
     def __init__(self, limit: int | None = None, seed: int = 0) -> None:
         self.limit = limit
@@ -80,10 +82,12 @@ def _reasons(skips: list[Skip]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
 
 
-def require_dir(root: str | Path | None, layout: str) -> Path:
-    """The dataset root as a Path, or a DatasetError naming the path and expected layout."""
+def require_dir(root: str | Path | None, layout: str, env: str | None = None) -> Path:
+    """The dataset root as a Path, or a DatasetError naming the path (or the setting and
+    environment variable that give it) and the expected layout."""
     if root is None or str(root) in ("", "???"):
-        raise DatasetError(f"no dataset root given; set dataset.root=/path/to/data. Expected layout:\n{layout}")
+        how = f"set {env}=/path/to/data or dataset.root=/path/to/data" if env else "set dataset.root=/path/to/data"
+        raise DatasetError(f"no dataset root given; {how}. Expected layout:\n{layout}")
     path = Path(root).expanduser()
     if not path.is_dir():
         raise DatasetError(f"dataset root {path} does not exist. Expected layout:\n{layout}")

@@ -71,6 +71,7 @@ class BiwiDataset(Dataset):
     """
 
     name = "biwi"
+    root_env = "BIWI_ROOT"
 
     def __init__(
         self,
@@ -116,7 +117,7 @@ class BiwiDataset(Dataset):
         return by_person
 
     def _load(self) -> LoadedDataset:
-        root = require_dir(self.root, LAYOUT)
+        root = require_dir(self.root, LAYOUT, self.root_env)
         skipped: list[Skip] = []
         by_person = self._frames(root, skipped)
         if not by_person:

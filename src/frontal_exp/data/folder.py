@@ -96,7 +96,7 @@ class FolderDataset(Dataset):
         return out
 
     def _load(self) -> LoadedDataset:
-        root = require_dir(self.root, self.layout)
+        root = require_dir(self.root, self.layout, self.root_env)
         skipped: list[Skip] = []
         if self.gt == "manifest":
             return self._load_manifest(root, skipped)
@@ -277,3 +277,4 @@ class LfwDataset(FolderDataset):
 
     name = "lfw"
     layout = LFW_LAYOUT
+    root_env = "LFW_ROOT"

@@ -201,15 +201,15 @@ class VerificationProtocol(Protocol):
             path = Path(self.pairs_file).expanduser()
             if not path.is_file():
                 raise DatasetError(f"protocol.pairs_file {path} does not exist; point it at LFW's pairs.txt")
-            return parse_pairs(path, require_dir(root, LFW_LAYOUT)), str(path)
+            return parse_pairs(path, require_dir(root, LFW_LAYOUT, "LFW_ROOT")), str(path)
         looked = []
         if root:
             for candidate in (Path(root).expanduser() / ".." / "pairs.txt", Path(root).expanduser() / "pairs.txt"):
                 looked.append(str(candidate.resolve()))
                 if candidate.is_file():
-                    return parse_pairs(candidate, require_dir(root, LFW_LAYOUT)), str(candidate.resolve())
+                    return parse_pairs(candidate, require_dir(root, LFW_LAYOUT, "LFW_ROOT")), str(candidate.resolve())
         if not self.generate_if_missing:
-            require_dir(root, LFW_LAYOUT)  # no root at all: say how to set it
+            require_dir(root, LFW_LAYOUT, "LFW_ROOT")  # no root at all: say how to set it
             where = f" (looked at {', '.join(looked)})" if looked else " (no dataset.root set)"
             raise DatasetError(f"no LFW pairs.txt found{where}; set protocol.pairs_file=/path/to/pairs.txt, "
                                "or protocol.generate_if_missing=true to draw pairs from the dataset")
