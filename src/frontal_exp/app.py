@@ -61,6 +61,9 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def run(cfg: DictConfig) -> float:
     """Hydra entry point: evaluate, print the results table, return Net Gain (for sweepers)."""
+    from frontal_exp.quiet import configure_from
+
+    configure_from(cfg)  # again in each job: a launcher's worker processes may not inherit it
     from frontal_exp.evaluation import evaluate, format_results
 
     out_dir = HydraConfig.get().runtime.output_dir

@@ -42,7 +42,8 @@ class EvalConf:
     #: rows of the failure-case figure
     failure_samples: int = 6
     use_cache: bool = True
-    progress: bool = False
+    #: progress bars: auto (when stderr is a terminal), true or false
+    progress: str = "auto"
 
 
 @dataclass
@@ -69,6 +70,8 @@ class RootConf:
     cache_dir: str = "outputs/cache"
     eval: EvalConf = field(default_factory=EvalConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
+    #: show third-party logs (MLflow, MediaPipe/TFLite, libpng); default quiet
+    verbose: bool = False
 
 
 def register_configs() -> None:

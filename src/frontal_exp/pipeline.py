@@ -27,6 +27,7 @@ from frontal_exp.errors import BadImageError, FrontalExpError, ModelFileError, R
 from frontal_exp.frontalizers.base import Frontalizer
 from frontal_exp.images import read_image
 from frontal_exp.metrics.similarity import cosine, fused_template
+from frontal_exp.quiet import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,8 @@ class EvaluationPipeline:
         embeddings: dict[str, np.ndarray | None] = {}
         reasons: dict[str, str] = {}
         chunks = self._chunks([Path(p) for p in paths], self.batch_size)
-        for chunk, images in zip(chunks, self._prefetch(chunks), strict=True):
+        batches = zip(chunks, self._prefetch(chunks), strict=True)
+        for chunk, images in progress_bar(batches, "embed images", total=len(chunks), unit="batch"):
             good = [(str(p), im) for p, im in zip(chunk, images, strict=True) if not isinstance(im, Exception)]
             for p, im in zip(chunk, images, strict=True):
                 if isinstance(im, Exception):
@@ -203,10 +205,7 @@ class EvaluationPipeline:
         records: list[ItemRecord] = []
         chunks = self._chunks(items, self.batch_size)
         iterator = zip(chunks, self._prefetch([[it.angle_path for it in c] for c in chunks]), strict=True)
-        if progress:
-            from tqdm import tqdm
-
-            iterator = tqdm(iterator, total=len(chunks), desc="items", unit="batch")
+        iterator = progress_bar(iterator, "items", total=len(chunks), unit="batch", enabled=progress)
         try:
             for chunk, images in iterator:
                 records.extend(self._run_chunk(chunk, images, gt_emb, gt_reasons))

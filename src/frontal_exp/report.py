@@ -457,6 +457,7 @@ def parse_baseline(text: str) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
+    from frontal_exp.quiet import configure
     from frontal_exp.tracking.mlflow_logger import client_for, default_sqlite_uri
 
     parser = argparse.ArgumentParser(prog="python -m frontal_exp.report", description=__doc__.split("\n\n")[0])
@@ -470,9 +471,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
                         help="baseline of the paired comparisons: the run matching every key=value (default: %(default)s); "
                              "groups without one are left out, with a note in the report")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the CIs")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show third-party logs and progress bars (MLflow); default: quiet")
     args = parser.parse_args(argv)
-    # one progress bar per downloaded table is noise; set the variable to true to see them
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    configure(verbose=args.verbose)
+    # one progress bar per downloaded table is noise; -v (or the variable set to true) shows them
+    if not args.verbose:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_sqlite_uri(args.output_root)
     client = client_for(uri)
     report = build_report(client, args.experiment, args.parent_run, parse_baseline(args.baseline), args.bootstrap)

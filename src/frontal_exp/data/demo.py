@@ -18,6 +18,7 @@ import numpy as np
 
 from frontal_exp.data.base import Dataset, Item, LoadedDataset, Skip
 from frontal_exp.images import read_image, write_image
+from frontal_exp.quiet import native_stderr_filtered, progress_bar
 
 #: bump when the way the set is built changes, so old copies are not reused
 DEMO_FORMAT = 2
@@ -121,11 +122,12 @@ class DemoDataset(Dataset):
         final.parent.mkdir(parents=True, exist_ok=True)
         build = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
         items, skipped = [], []
-        for photo, path in package_photos().items():
+        for photo, path in progress_bar(package_photos().items(), "build demo set", unit="photo"):
             if not path.is_file():
                 skipped.append({"what": str(path), "reason": "package_photo_missing"})
                 continue
-            image = read_image(path)
+            with native_stderr_filtered():  # libpng warns about astronaut.png's iCCP profile
+                image = read_image(path)
             faces = sorted(detector.detect(image), key=lambda f: (f.bbox[0], f.bbox[1]))
             faces = [f for f in faces if f.bbox[2] - f.bbox[0] >= self.min_face]
             for k, face in enumerate(faces):

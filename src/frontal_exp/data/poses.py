@@ -11,6 +11,7 @@ from frontal_exp.cache import atomic_write
 from frontal_exp.errors import BadImageError
 from frontal_exp.fingerprint import code_fingerprint
 from frontal_exp.images import read_image
+from frontal_exp.quiet import progress_bar
 
 
 def estimator_version() -> str:
@@ -37,7 +38,7 @@ def estimate_poses(
     from frontal_exp.face3d.pose import estimate_head_pose
 
     out: dict[Path, tuple[float, float, float] | None] = {}
-    for path in paths:
+    for path in progress_bar(paths, "pose estimation", unit="image"):
         entry = _entry(Path(cache_dir), path) if cache_dir else None
         if entry is not None and entry.is_file():
             try:

@@ -41,12 +41,18 @@ class OmitBackground(Enhancer):
         """Foreground probability in [0, 1], HxW float32."""
         import mediapipe as mp
 
+        from frontal_exp.quiet import native_stderr_filtered
+
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         with self._lock:
-            if self._seg is None:
-                self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(
-                    model_selection=self.model_selection
-                )
-            result = self._seg.process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+            if self._seg is None:  # graph creation and first inference print native chatter
+                with native_stderr_filtered():
+                    self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(
+                        model_selection=self.model_selection
+                    )
+                    result = self._seg.process(rgb)
+            else:
+                result = self._seg.process(rgb)
         prob = result.segmentation_mask
         if prob is None:
             return np.ones(image.shape[:2], np.float32)

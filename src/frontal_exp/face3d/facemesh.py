@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from frontal_exp.errors import FrontalizationError
+from frontal_exp.quiet import native_stderr_filtered
 
 #: FaceMesh returns 468 mesh points and, with refine_landmarks, 10 iris points
 N_LANDMARKS = 478
@@ -96,7 +97,11 @@ class FaceMeshDetector:
             return None
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         with self._lock:
-            result = self._graph().process(rgb)
+            if self._mesh is None:  # graph creation and first inference print native chatter
+                with native_stderr_filtered():
+                    result = self._graph().process(rgb)
+            else:
+                result = self._graph().process(rgb)
         if not result.multi_face_landmarks:
             return None
         meshes = [

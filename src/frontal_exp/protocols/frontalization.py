@@ -20,6 +20,7 @@ from frontal_exp.data.base import LoadedDataset, Skip
 from frontal_exp.metrics.stats import paired_comparison
 from frontal_exp.pipeline import STATUSES, EvaluationPipeline, ItemRecord, PipelineOutput
 from frontal_exp.protocols.base import Protocol, RunResult
+from frontal_exp.quiet import progress_enabled
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ class FrontalizationProtocol(Protocol):
         pipeline = build_pipeline(cfg)
         data = dataset.load()
         log.info("dataset %s: %d items, %d skipped by the loader", data.name, len(data.items), len(data.skipped))
-        output = pipeline.run(data.items, progress=cfg.eval.progress)
+        output = pipeline.run(data.items, progress=progress_enabled(cfg.eval.progress))
         metrics = summarize(output.records, data.skipped, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
         metrics.update(output.cache_stats)
         result = EvalResult(metrics=metrics, params=describe(cfg, pipeline), records=output.records,

@@ -27,6 +27,7 @@ from frontal_exp.metrics.similarity import pair_cosine
 from frontal_exp.metrics.verification import kfold_accuracy, roc_curve, verification_metrics
 from frontal_exp.pipeline import EvaluationPipeline
 from frontal_exp.protocols.base import Protocol, RunResult
+from frontal_exp.quiet import progress_enabled
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +268,7 @@ class VerificationProtocol(Protocol):
                                    "path_b": [p.path_b for p in pairs]})
         raw, no_face_images = {}, {}
         for cond in self.conditions:
-            emb = self.embeddings(pipeline, paths, cond, cfg.eval.progress)
+            emb = self.embeddings(pipeline, paths, cond, progress_enabled(cfg.eval.progress))
             raw[cond] = pair_scores(pairs, emb)
             no_face_images[cond] = sum(emb.get(p) is None for p in paths)
             pair_table[f"score_{cond}"] = raw[cond]

@@ -5,7 +5,7 @@ hashed dict as the artifact `config_canonical.json`), so the report keeps one ro
 configuration and never merges runs whose settings differ.
 
 Left out of the hash (they change where files go, how fast or how verbosely a run goes, never
-its numbers): `eval.progress`, `eval.io_workers`, `eval.batch_size`, `eval.use_cache`,
+its numbers): `eval.progress`, `eval.io_workers`, `eval.batch_size`, `eval.use_cache`, `verbose`,
 `tracking.*`, `hydra.*`, `output_root`, `cache_dir`, and every setting that is only an
 interpolation of one of them (e.g. `embedder.recognizer.batch_size: ${eval.batch_size}`,
 `dataset.cache_dir: ${cache_dir}`).
@@ -30,7 +30,7 @@ CONFIG_HASH_TAG = "frontal_exp.config_hash"
 #: the run artifact holding the dict that was hashed
 CANONICAL_ARTIFACT = "config_canonical.json"
 #: dotted keys (a key also covers everything under it) that never change a run's results
-IGNORED_KEYS = ("eval.progress", "eval.io_workers", "eval.batch_size", "eval.use_cache",
+IGNORED_KEYS = ("eval.progress", "eval.io_workers", "eval.batch_size", "eval.use_cache", "verbose",
                 "tracking", "hydra", "output_root", "cache_dir")
 #: MLflow params under this prefix describe what ran (names, devices used), not settings
 RUN_PARAM_PREFIX = "run."

@@ -139,21 +139,44 @@ def start_tracking(cfg: DictConfig) -> tuple[MlflowClient, str]:
     return client, exp_id
 
 
+#: the experiment tag MLflow 3 uses for an experiment's kind; "custom_model_development" is a
+#: classic ML experiment (runs list, metric columns), not a GenAI one (traces "Overview")
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+ML_EXPERIMENT_KIND = "custom_model_development"
+
+
 def ensure_experiment(client: MlflowClient, name: str, output_root: str | os.PathLike) -> str:
-    """Experiment id by name, created with an absolute artifact location when new."""
+    """Experiment id by name, created with an absolute artifact location when new, and marked
+    a classic ML experiment (see `mark_ml_experiment`)."""
     for attempt in range(5):
         exp = client.get_experiment_by_name(name)
         if exp is not None:
+            mark_ml_experiment(client, exp.experiment_id, exp.tags)
             return exp.experiment_id
         # A local store gets an absolute artifact folder (not one relative to wherever the
         # job ran); a tracking server manages its own artifact store.
         local = client.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in client.tracking_uri
         artifacts = (Path(output_root).expanduser().resolve() / "mlartifacts").as_uri() if local else None
         try:
-            return client.create_experiment(name, artifact_location=artifacts)
+            return client.create_experiment(name, artifact_location=artifacts,
+                                            tags={EXPERIMENT_KIND_TAG: ML_EXPERIMENT_KIND})
         except Exception:  # noqa: BLE001 - another job created it first; look again
             time.sleep(0.2 * (attempt + 1))
     raise RuntimeError(f"could not create or find MLflow experiment {name!r}")
+
+
+def mark_ml_experiment(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> None:
+    """Tag an experiment `mlflow.experimentKind = custom_model_development` unless it has a
+    kind already (one a user chose is kept). MLflow 3 versions that read the tag then open the
+    experiment on its runs list; 3.17's UI follows the `workflowType` URL parameter instead,
+    which `ui_url` sets."""
+    if EXPERIMENT_KIND_TAG not in tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, ML_EXPERIMENT_KIND)
+
+
+def ui_url(experiment_id: str, base: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI page of an experiment's runs list (not the GenAI "Overview")."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -172,7 +195,7 @@ def log_result(cfg: DictConfig, result: RunResult, parent_run_id: str | None = N
     import pandas as pd
     from mlflow.entities import Metric, Param, RunTag
 
-    from frontal_exp.tracking import config_id
+    from frontal_exp.tracking import config_id, run_notes
 
     if parent_run_id is None:
         parent_run_id = sweep_parent_run_id()
@@ -183,6 +206,8 @@ def log_result(cfg: DictConfig, result: RunResult, parent_run_id: str | None = N
             config_id.CONFIG_HASH_TAG: config_id.config_hash(canonical), **process_tags()}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
+    figures = list(result.figures) if cfg.tracking.log_images else []
+    tags[run_notes.NOTE_TAG] = run_notes.run_note(result.metrics, result.params, figures)
     run = client.create_run(exp_id, run_name=run_name_of(cfg, result.params), tags=tags)
     run_id = run.info.run_id
     try:
@@ -214,11 +239,31 @@ def log_result(cfg: DictConfig, result: RunResult, parent_run_id: str | None = N
 
 
 def run_name_of(cfg: DictConfig, params: dict[str, str]) -> str:
+    """`tracking.run_name` when set; else, for a sweep job, the model/enhancer short names and
+    the overrides the sweep varied (`mesh3d strength=0.5 min_angle=6`); else
+    `model+enhancer | embedder | dataset`."""
+    from frontal_exp.tracking import run_notes
+
     if cfg.tracking.run_name:
         return str(cfg.tracking.run_name)
-    parts = [params.get("protocol", ""), f"{params.get('model', '')}+{params.get('enhancer', '')}",
-             params.get("embedder", ""), params.get("dataset", "")]
-    return "|".join(p for p in parts if p and p != "+")
+    job = job_overrides()
+    if job is None:
+        return run_notes.single_run_name(params)
+    sweep = (sweep_info() or {}).get("overrides")
+    return run_notes.sweep_job_name(params, run_notes.varied_overrides(job, sweep))
+
+
+def job_overrides() -> list[str] | None:
+    """The command-line overrides of this sweep job (Hydra's `hydra.overrides.task`), or None
+    outside a sweep."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except ValueError:
+        return None
+    return list(hc.overrides.task) if hc.mode == RunMode.MULTIRUN else None
 
 
 PARENT_FILE = "mlflow_parent.json"
@@ -226,6 +271,12 @@ PARENT_FILE = "mlflow_parent.json"
 
 def sweep_parent_run_id() -> str | None:
     """The parent run of the current Hydra sweep, if this job is part of one."""
+    return (sweep_info() or {}).get("run_id")
+
+
+def sweep_info() -> dict | None:
+    """What the sweep callback recorded for the current Hydra sweep (`PARENT_FILE`: the parent
+    run id, the experiment id and the sweep's command-line overrides), or None outside one."""
     import json
 
     try:
@@ -240,4 +291,4 @@ def sweep_parent_run_id() -> str | None:
     path = Path(hc.sweep.dir) / PARENT_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text()).get("run_id")
+    return json.loads(path.read_text())

@@ -20,6 +20,7 @@ from frontal_exp.tracking.mlflow_logger import (
     start_tracking,
     tracking_uri,
 )
+from frontal_exp.tracking.run_notes import NOTE_TAG
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,19 @@ def format_summary(df: pd.DataFrame) -> str:
     return df[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}")
 
 
+def sweep_note(df: pd.DataFrame) -> str:
+    """The sweep parent's description in Markdown: each finished job's varied overrides and
+    its Net Gain with 95% CI and N (the full table is the `sweep_summary` artifact)."""
+    lines = [f"### Sweep: {len(df)} finished job{'s' if len(df) != 1 else ''}", ""]
+    for r in df.to_dict("records"):
+        gain = ""
+        if pd.notna(r.get("net_gain")) and pd.notna(r.get("n")):  # a frontalization job
+            gain = (f": Net Gain {r['net_gain']:+.4f} (95% CI [{r['net_gain_ci_low']:+.4f}, "
+                    f"{r['net_gain_ci_high']:+.4f}]), N = {int(r['n'])}")
+        lines.append(f"- job {r['job']} `{r['overrides'] or '(no overrides)'}`{gain}")
+    return "\n".join(lines)
+
+
 @contextmanager
 def sweep_tracking(step: str, config: DictConfig) -> Iterator[None]:
     """Fail the sweep (exit status 1) when its MLflow tracking fails in `step`.
@@ -95,7 +109,9 @@ class MlflowSweepCallback(Callback):
             run = client.create_run(exp_id, run_name=f"sweep {sweep_dir.name}",
                                     tags={"frontal_exp.kind": "sweep", "sweep.overrides": overrides[:5000],
                                           "sweep.dir": str(sweep_dir.resolve()), **process_tags()})
-            (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": run.info.run_id, "experiment_id": exp_id}))
+            # the jobs name their runs by the overrides they vary from these (see run_name_of)
+            (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": run.info.run_id, "experiment_id": exp_id,
+                                                             "overrides": list(config.hydra.overrides.task)}))
         log.info("MLflow parent run %s", run.info.run_id)
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
@@ -134,5 +150,6 @@ class MlflowSweepCallback(Callback):
             if not df.empty:
                 client.log_table(run_id, data=df, artifact_file="tables/sweep_summary.json")
                 client.log_text(run_id, text, "sweep_summary.txt")
+                client.set_tag(run_id, NOTE_TAG, sweep_note(df))
             failed = client.get_run(run_id).info.status == "FAILED"
             client.set_terminated(run_id, "FAILED" if failed else "FINISHED")

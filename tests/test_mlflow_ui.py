@@ -1,0 +1,99 @@
+"""What the MLflow UI shows: experiments of the classic ML kind (runs list, not the GenAI
+"Overview"), runs named by what distinguishes them, and a Markdown description per run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from frontal_exp.tracking.mlflow_logger import (
+    EXPERIMENT_KIND_TAG,
+    ML_EXPERIMENT_KIND,
+    client_for,
+    default_sqlite_uri,
+    ensure_experiment,
+    run_name_of,
+)
+from frontal_exp.tracking.run_notes import NOTE_TAG
+
+
+def test_experiments_are_marked_ml_unless_a_kind_is_set(tmp_path):
+    client = client_for(default_sqlite_uri(tmp_path))
+    new = ensure_experiment(client, "fresh", tmp_path)
+    assert client.get_experiment(new).tags[EXPERIMENT_KIND_TAG] == ML_EXPERIMENT_KIND
+    # an experiment made before the tag existed gets it when the project next uses it
+    old = client.create_experiment("older")
+    assert EXPERIMENT_KIND_TAG not in client.get_experiment(old).tags
+    assert ensure_experiment(client, "older", tmp_path) == old
+    assert client.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == ML_EXPERIMENT_KIND
+    # a kind the user chose is kept
+    mine = client.create_experiment("mine", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    ensure_experiment(client, "mine", tmp_path)
+    assert client.get_experiment(mine).tags[EXPERIMENT_KIND_TAG] == "genai_development"
+
+
+def test_single_run_name_is_short_and_tracking_run_name_wins(make_cfg):
+    params = {"protocol": "frontalization", "model": "mesh3d", "enhancer": "none", "embedder": "emb",
+              "dataset": "demo"}
+    assert run_name_of(make_cfg(), params) == "mesh3d | emb | demo"
+    assert run_name_of(make_cfg(), {**params, "enhancer": "sharp"}) == "mesh3d+sharp | emb | demo"
+    assert run_name_of(make_cfg("tracking.run_name=mine"), params) == "mine"
+
+
+def test_sweep_children_are_named_by_what_they_vary_and_described(tmp_path):
+    """A real 2-job sweep: each child's name gives the value it varied (not the keys all jobs
+    share), and its description gives its Net Gain, 95% CI and N as logged."""
+    out_root = tmp_path / "outputs"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "frontal_exp", "-m", "enhancer=sharp", "enhancer.amount=0.5,1.5",
+         "dataset.limit=2", "eval.bootstrap=20", "eval.grid_samples=2", f"output_root={out_root}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    client = MlflowClient(default_sqlite_uri(out_root))
+    exp = client.get_experiment_by_name("frontal_exp")
+    assert exp.tags[EXPERIMENT_KIND_TAG] == ML_EXPERIMENT_KIND
+    runs = client.search_runs([exp.experiment_id])
+    children = [r for r in runs if r.data.tags.get("frontal_exp.kind") == "job"]
+    names = sorted(r.info.run_name for r in children)
+    assert names == ["mesh3d+sharp amount=0.5", "mesh3d+sharp amount=1.5"]
+
+    for run in children:
+        note, m = run.data.tags[NOTE_TAG], run.data.metrics
+        assert f"**Net Gain** {m['net_gain']:+.4f}" in note
+        assert f"95% CI [{m['net_gain_ci_low']:+.4f}, {m['net_gain_ci_high']:+.4f}]" in note
+        assert f"N = {int(m['n'])} paired" in note
+        assert f"win rate {m['win_rate']:.2f}" in note
+        assert "`figures/triplets.png`" in note
+        assert "figures/triplets.png" in {f.path for f in client.list_artifacts(run.info.run_id, "figures")}
+    parent = next(r for r in runs if r.data.tags.get("frontal_exp.kind") == "sweep")
+    assert "enhancer.amount=0.5" in parent.data.tags[NOTE_TAG] and "enhancer.amount=1.5" in parent.data.tags[NOTE_TAG]
+
+
+@pytest.mark.parametrize(("metrics", "expected", "absent"), [
+    ({"net_gain": 0.01, "net_gain_ci_low": -0.02, "net_gain_ci_high": 0.04, "n": 8, "n_items": 10,
+      "win_rate": 0.5, "not_paired": 2, "no_face_frontal": 2, "frontalize_failed": 0,
+      "fusion_gain": 0.003, "fusion_gain_ci_low": -0.001, "fusion_gain_ci_high": 0.007},
+     ["**Net Gain** +0.0100 (95% CI [-0.0200, +0.0400]), N = 8 paired of 10 items, win rate 0.50",
+      "**Fusion Gain** +0.0030", "Not paired (2): no face in frontal 2"], ["frontalize failed"]),
+    ({"angle_vs_gt": 0.4, "angle_vs_gt_ci_low": 0.3, "angle_vs_gt_ci_high": 0.5, "angle_vs_gt_n": 12,
+      "impostor": 0.05, "impostor_n": 30, "margin_angle_vs_gt": 0.35},
+     ["**Angled vs GT** +0.4000 (95% CI [+0.3000, +0.5000]), N = 12 pairs", "**Impostor** +0.0500",
+      "+0.3500"], ["Net Gain"]),
+    ({"original.acc_mean": 0.9, "original.acc_std": 0.01, "original.auc": 0.95, "original.n_scored": 40},
+     ["**original**: accuracy 0.9000 ± 0.0100, AUC 0.9500, 40 pairs scored"], ["Net Gain"]),
+])
+def test_run_note_gives_each_protocols_key_metrics(metrics, expected, absent):
+    from frontal_exp.tracking.run_notes import run_note
+
+    note = run_note(metrics, {"embedder": "emb", "dataset": "demo"})
+    for text in expected:
+        assert text in note
+    for text in absent:
+        assert text not in note
