@@ -97,3 +97,22 @@ def test_run_note_gives_each_protocols_key_metrics(metrics, expected, absent):
         assert text in note
     for text in absent:
         assert text not in note
+
+
+def test_a_run_prints_where_to_see_it_in_the_ui(make_cfg, tmp_path):
+    """The last lines of a run: the run id and store, and for the local store the `mlflow ui`
+    command and the page of the runs list (MLflow 3 otherwise opens the GenAI overview)."""
+    from frontal_exp.app import mlflow_pointer
+    from frontal_exp.tracking.mlflow_logger import default_sqlite_uri
+
+    cfg = make_cfg(output_root=tmp_path)
+    uri = default_sqlite_uri(tmp_path)
+    client = MlflowClient(uri)
+    exp = client.create_experiment("e")
+    run = client.create_run(exp).info.run_id
+    text = mlflow_pointer(cfg, run)
+    assert text.splitlines()[0] == f"MLflow run {run} ({uri})"
+    assert f"mlflow ui --backend-store-uri {uri}" in text
+    assert text.endswith(f"/#/experiments/{exp}?workflowType=machine_learning")
+    remote = make_cfg("tracking.uri=http://127.0.0.1:1", output_root=tmp_path)
+    assert mlflow_pointer(remote, run) == f"MLflow run {run} (http://127.0.0.1:1)"

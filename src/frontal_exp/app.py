@@ -87,8 +87,22 @@ def run(cfg: DictConfig) -> float:
         for key, value in result.metrics.items():
             print(f"{key:>28}: {value:.4f}" if isinstance(value, float) else f"{key:>28}: {value}")
     if result.run_id:
-        print(f"MLflow run {result.run_id} ({os.environ.get('MLFLOW_TRACKING_URI') or cfg.tracking.uri or 'sqlite: ' + str(Path(cfg.output_root).resolve() / 'mlflow.db')})")
+        print(mlflow_pointer(cfg, result.run_id))
     return float(result.metrics.get("net_gain", float("nan")))
+
+
+def mlflow_pointer(cfg: DictConfig, run_id: str) -> str:
+    """Where the run was logged, and (for the local SQLite store) the command and page that
+    show it in the MLflow UI: the runs list, not MLflow 3's GenAI overview."""
+    from frontal_exp.tracking.mlflow_logger import client_for, sqlite_path, tracking_uri, ui_url
+
+    uri = tracking_uri(cfg)
+    line = f"MLflow run {run_id} ({uri})"
+    if sqlite_path(uri) is None:
+        return line
+    experiment_id = client_for(uri).get_run(run_id).info.experiment_id
+    return (f"{line}\n  view: .venv/bin/mlflow ui --backend-store-uri {uri}  then open "
+            f"{ui_url(experiment_id)}")
 
 
 def interrupt_message(exc: KeyboardInterrupt, use_cache: bool = True) -> str:
