@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import skimage.data
 import torch
+from _common import timed
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -25,21 +25,6 @@ sys.path.insert(0, str(REPO))
 from tests._deca_files import write_head_files  # noqa: E402
 
 from frontal_exp.frontalizers.deca import DecaFrontalizer  # noqa: E402
-
-
-def _timed(fn, repeats: int) -> float:
-    """Median seconds of `fn()` after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def main() -> None:
@@ -82,8 +67,8 @@ def _report(fr: DecaFrontalizer, image: np.ndarray, args: argparse.Namespace) ->
     if fr.detail:
         steps["  of which detail gain"] = (lambda: fr.detail_gain(code, 0), 1)
     for name, (fn, per) in steps.items():
-        print(f"  {name:40s} {_timed(fn, args.repeats) / per * 1000:9.1f} ms/face")
-    e2e = _timed(lambda: fr.frontalize_batch([image] * args.batch_size), args.repeats) / args.batch_size
+        print(f"  {name:40s} {timed(fn, args.repeats) / per * 1000:9.1f} ms/face")
+    e2e = timed(lambda: fr.frontalize_batch([image] * args.batch_size), args.repeats) / args.batch_size
     print(f"  end to end (seamless): {e2e * 1000:.1f} ms/face")
 
 if __name__ == "__main__":

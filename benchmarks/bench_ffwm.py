@@ -8,30 +8,14 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 import cv2
-import numpy as np
 import skimage.data
 import torch
+from _common import timed
 
 from frontal_exp.frontalizers.ffwm import FFWMFrontalizer, checkpoints
 from frontal_exp.frontalizers.ffwm.networks import build_networks, settle_spectral_norm_
-
-
-def _timed(fn, device: torch.device, repeats: int) -> float:
-    """Median seconds of `fn()` after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def main() -> None:
@@ -67,16 +51,16 @@ def main() -> None:
             }
             total = 0.0
             for name, fn in stages.items():
-                sec = _timed(fn, dev, args.repeats) / b
+                sec = timed(fn, args.repeats, dev) / b
                 total += sec
                 print(f"  {name:30s} {sec * 1000:9.1f} ms/face")
         print(f"  {'networks total':30s} {total * 1000:9.1f} ms/face")
 
         image = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
-        crop_sec = _timed(lambda: fr.crop(image), dev, args.repeats)
+        crop_sec = timed(lambda: fr.crop(image), args.repeats, dev)
         print(f"  {'crop (detect + 106 landmarks)':30s} {crop_sec * 1000:9.1f} ms/face")
         images = [image] * b
-        e2e = _timed(lambda: fr.frontalize_batch(images), dev, args.repeats) / b
+        e2e = timed(lambda: fr.frontalize_batch(images), args.repeats, dev) / b
         print(f"end to end (crop, networks, paste back): {e2e * 1000:.1f} ms/face")
 
 

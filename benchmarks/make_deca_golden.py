@@ -15,7 +15,6 @@ each network from `torch.load(deca_model.tar)` (DECA's own copy_state_dict skips
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import reference_version
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -38,16 +38,6 @@ from tests._deca_files import (  # noqa: E402
 from tests._lp_weights import signature  # noqa: E402
 
 DEFAULT_OUT = REPO / "tests/golden/deca_golden.npz"
-
-
-def _reference_version(path: Path, given: str | None) -> str:
-    if given:
-        return given
-    try:
-        return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], check=True,
-                              capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout; pass --reference-version)"
 
 
 def _orth_proj(reference: Path):
@@ -169,7 +159,7 @@ def main() -> None:
     _reference_detail_normals(reference, out)
 
     out["meta.seed"] = np.array(GOLDEN_SEED)
-    out["meta.reference"] = np.array(f"yfeng95/DECA {_reference_version(reference, args.reference_version)}")
+    out["meta.reference"] = np.array(f"yfeng95/DECA {reference_version(reference, args.reference_version)}")
     out["meta.torch"] = np.array(torch.__version__)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **out)

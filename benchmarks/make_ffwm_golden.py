@@ -19,13 +19,13 @@ netG alone on seeded flows, and the whole path on the 128x128 crop this project'
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import reference_version
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -41,16 +41,6 @@ from tests._ffwm_weights import (  # noqa: E402
 from frontal_exp.frontalizers.ffwm import FFWMFrontalizer, checkpoints  # noqa: E402
 
 DEFAULT_OUT = REPO / "tests/golden/ffwm_golden.npz"
-
-
-def _reference_version(path: Path, given: str | None) -> str:
-    if given:
-        return given
-    try:
-        return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], check=True,
-                              capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout; pass --reference-version)"
 
 
 def _load(net: torch.nn.Module, path: Path) -> torch.nn.Module:
@@ -128,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     golden.update({f"inputs.{k}": signature(v).numpy() for k, v in inputs.items()})
     golden["real.crop"] = crop
     golden["meta.seed"] = np.int64(GOLDEN_SEED)
-    version = _reference_version(reference, args.reference_version)
+    version = reference_version(reference, args.reference_version)
     golden["meta.reference"] = np.str_(f"csyxwei/FFWM {version}")
     golden["meta.torch"] = np.str_(torch.__version__)
     args.out.parent.mkdir(parents=True, exist_ok=True)

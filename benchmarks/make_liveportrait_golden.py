@@ -17,7 +17,6 @@ project's `LivePortraitFrontalizer` cuts from skimage's astronaut photo.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +24,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from _common import reference_version
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -41,16 +41,6 @@ from tests._lp_weights import (  # noqa: E402
 from frontal_exp.frontalizers.liveportrait import LivePortraitFrontalizer, checkpoints  # noqa: E402
 
 DEFAULT_OUT = REPO / "tests/golden/liveportrait_golden.npz"
-
-
-def _reference_version(path: Path, given: str | None) -> str:
-    if given:
-        return given
-    try:
-        return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], check=True,
-                              capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout; pass --reference-version)"
 
 
 def _load_reference(reference: Path, models_dir: Path):
@@ -149,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     golden["frontal.eye_open"] = crop.eye_open
     golden["frontal.lip_open"] = np.float32(crop.lip_open)
     golden["meta.seed"] = np.int64(GOLDEN_SEED)
-    version = _reference_version(reference, args.reference_version)
+    version = reference_version(reference, args.reference_version)
     golden["meta.reference"] = np.str_(f"KwaiVGI/LivePortrait {version}")
     golden["meta.torch"] = np.str_(torch.__version__)
     args.out.parent.mkdir(parents=True, exist_ok=True)
