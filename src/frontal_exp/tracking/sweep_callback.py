@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,17 @@ SUMMARY_COLUMNS = [
     "net_gain_ci_low", "net_gain_ci_high", "win_rate", "no_face_angle", "no_face_frontal",
     "no_face_gt", "not_paired",
 ]
+
+
+#: tag prefix on a sweep's parent run: `sweep.failed_job.<num>` per failed job (its overrides
+#: and reason), `sweep.failed_jobs` the list of their numbers
+FAILED_JOB_TAG = "sweep.failed_job"
+
+
+def failed_jobs_of(tags: dict[str, str]) -> list[str]:
+    """The numbers of a sweep's failed jobs, from its parent run's tags, in job order."""
+    prefix = FAILED_JOB_TAG + "."
+    return sorted((k[len(prefix):] for k in tags if k.startswith(prefix)), key=lambda n: (len(n), n))
 
 
 def collect_sweep(sweep_dir: Path) -> pd.DataFrame:
@@ -132,8 +144,17 @@ class MlflowSweepCallback(Callback):
         if parent.is_file():
             run_id = json.loads(parent.read_text())["run_id"]
             client = client_for(tracking_uri(config))
-            client.set_tag(run_id, "sweep.failed_job", HydraConfig.get().job.num)
+            # one tag per failed job (parallel jobs never overwrite each other's): its overrides
+            # and the one-line reason; `sweep.failed_jobs` lists them all when the sweep ends
+            reason = " ".join(str(job_return._return_value).split())[:300]
+            overrides = " ".join(job_return.overrides or [])
+            num = HydraConfig.get().job.num
+            line = f"{overrides}: {type(job_return._return_value).__name__}: {reason}"[:5000]
+            client.set_tag(run_id, f"{FAILED_JOB_TAG}.{num}", line)
+            # the list, from every job's tag so far (Hydra may not reach on_multirun_end)
+            client.set_tag(run_id, FAILED_JOB_TAG + "s", ",".join(failed_jobs_of(client.get_run(run_id).data.tags)))
             client.set_terminated(run_id, "FAILED")
+            print(f"job {num} failed: {line}", file=sys.stderr, flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
