@@ -41,3 +41,15 @@ def reference_version(path: Path, given: str | None) -> str:
                               capture_output=True, text=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout; pass --reference-version)"
+
+
+def write_golden(path: Path, golden: dict, seed: int, reference: str) -> None:
+    """Save a golden file with what made it (seed, reference name and commit, torch version)."""
+    import torch
+
+    golden["meta.seed"] = np.int64(seed)
+    golden["meta.reference"] = np.str_(reference)
+    golden["meta.torch"] = np.str_(torch.__version__)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **golden)
+    print(f"wrote {path} ({path.stat().st_size:,} bytes, {len(golden)} arrays)")

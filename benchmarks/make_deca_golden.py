@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import reference_version
+from _common import reference_version, write_golden
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -158,12 +158,7 @@ def main() -> None:
 
     _reference_detail_normals(reference, out)
 
-    out["meta.seed"] = np.array(GOLDEN_SEED)
-    out["meta.reference"] = np.array(f"yfeng95/DECA {reference_version(reference, args.reference_version)}")
-    out["meta.torch"] = np.array(torch.__version__)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, **out)
-    print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes, {len(out)} arrays)")
+    write_golden(args.out, out, GOLDEN_SEED, f"yfeng95/DECA {reference_version(reference, args.reference_version)}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import reference_version
+from _common import reference_version, write_golden
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -117,13 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     golden.update({f"weights.{k}": v.numpy() for k, v in weight_signatures(nets).items()})
     golden.update({f"inputs.{k}": signature(v).numpy() for k, v in inputs.items()})
     golden["real.crop"] = crop
-    golden["meta.seed"] = np.int64(GOLDEN_SEED)
     version = reference_version(reference, args.reference_version)
-    golden["meta.reference"] = np.str_(f"csyxwei/FFWM {version}")
-    golden["meta.torch"] = np.str_(torch.__version__)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, **golden)
-    print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes, {len(golden)} arrays)")
+    write_golden(args.out, golden, GOLDEN_SEED, f"csyxwei/FFWM {version}")
     return 0
 
 

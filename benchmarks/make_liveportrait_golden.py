@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from _common import reference_version
+from _common import reference_version, write_golden
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -138,13 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     golden["frontal.crop"] = crop.image
     golden["frontal.eye_open"] = crop.eye_open
     golden["frontal.lip_open"] = np.float32(crop.lip_open)
-    golden["meta.seed"] = np.int64(GOLDEN_SEED)
     version = reference_version(reference, args.reference_version)
-    golden["meta.reference"] = np.str_(f"KwaiVGI/LivePortrait {version}")
-    golden["meta.torch"] = np.str_(torch.__version__)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, **golden)
-    print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes, {len(golden)} arrays)")
+    write_golden(args.out, golden, GOLDEN_SEED, f"KwaiVGI/LivePortrait {version}")
     return 0
 
 
