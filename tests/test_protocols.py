@@ -74,7 +74,7 @@ def test_verification_on_demo_is_logged(make_cfg, root, cache):
     folds = pd.concat([pairs.fold, pairs.fold])
     assert (folds.groupby(people.values).nunique() == 1).all()
     n_folds = min(10, people.nunique() // 2)
-    for cond in ("original", "frontalized"):
+    for cond in ("original", "frontalized", "fused"):
         assert m[f"{cond}.n_scored"] == 40 and m[f"{cond}.n_folds"] == n_folds and m[f"{cond}.n_excluded"] == 0
         assert 0 <= m[f"{cond}.tar_far_0.001"] <= m[f"{cond}.tar_far_0.01"] <= 1
     assert m["original.acc_mean"] > 0.9 and m["original.auc"] > 0.95
@@ -88,9 +88,9 @@ def test_verification_on_demo_is_logged(make_cfg, root, cache):
     client = MlflowClient(default_sqlite_uri(root))
     runs = load_runs(client, "frontal_exp")
     table = table_verification(runs[runs.run_id == result.run_id], client, root / "dl")
-    assert table.Condition.tolist() == ["original", "frontalized"]
-    assert table.Scored.tolist() == [40, 40] and table.Excluded.tolist() == [0, 0]
-    assert table.Folds.tolist() == [n_folds, n_folds]
+    assert table.Condition.tolist() == ["original", "frontalized", "fused"]
+    assert table.Scored.tolist() == [40, 40, 40] and table.Excluded.tolist() == [0, 0, 0]
+    assert table.Folds.tolist() == [n_folds] * 3
 
 
 def test_frontalization_analyses_on_demo_are_logged(make_cfg, root, cache):
@@ -111,8 +111,16 @@ def test_frontalization_analyses_on_demo_are_logged(make_cfg, root, cache):
     assert m["rank1_angle"] >= 0.8 and m["rank5_frontal"] >= m["rank1_frontal"]
     ident = result.tables["identification"]
     assert ((ident.rank_frontal == 1) == (ident.top1_frontal == ident.identity)).all()
+    # the fused probe, on the same items: its paired rank-1 wins and losses against the angle
+    assert ((ident.rank_fused == 1) == (ident.top1_fused == ident.identity)).all()
+    assert m["rank1_fused"] == pytest.approx((ident.rank_fused == 1).mean())
+    wins = int(((ident.rank_fused == 1) & (ident.rank_angle > 1)).sum())
+    losses = int(((ident.rank_fused > 1) & (ident.rank_angle == 1)).sum())
+    assert (m["rank1_fused_wins"], m["rank1_fused_losses"]) == (wins, losses)
+    assert m["rank1_fusion_gain"] == pytest.approx((wins - losses) / m["n_identify"])
+    assert m["rank1_fusion_gain_ci_low"] <= m["rank1_fusion_gain"] <= m["rank1_fusion_gain_ci_high"]
     metrics, arts = logged(root, result.run_id)
-    assert "rank1_frontal" in metrics and any(k.startswith("net_gain_yaw_") for k in metrics)
+    assert {"rank1_frontal", "rank1_fused", "rank1_fused_wins"} <= set(metrics) and any(k.startswith("net_gain_yaw_") for k in metrics)
     assert {"figures/by_pose.png", "figures/identification.png", "tables/by_yaw.json",
             "tables/by_pitch.json", "tables/identification.json"} <= arts
 

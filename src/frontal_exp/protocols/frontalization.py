@@ -36,9 +36,12 @@ class EvalResult(RunResult):
     records: list[ItemRecord] = field(default_factory=list)
     dataset: LoadedDataset | None = None
     output: PipelineOutput | None = None
+    #: extra per-record columns of the items table, in record order (the gate's, model=gated)
+    item_columns: list[dict] | None = None
 
     def items_table(self) -> pd.DataFrame:
-        return pd.DataFrame([r.row() for r in self.records])
+        extra = self.item_columns or [{}] * len(self.records)
+        return pd.DataFrame([{**r.row(), **e} for r, e in zip(self.records, extra, strict=True)])
 
     def skipped_table(self) -> pd.DataFrame:
         rows = [{"what": r.item_id, "stage": "item", "reason": r.problems} for r in self.records if not r.paired]
@@ -148,7 +151,7 @@ def format_results(metrics: dict[str, float], params: dict[str, str] | None = No
     """A short human-readable results table."""
     lines = []
     params = params or {}
-    shown = {k: v for k, v in params.items() if "_break_even_" not in k}
+    shown = {k: v for k, v in params.items() if "_break_even_" not in k and not k.startswith("gate.")}
     if shown:
         lines.append("  ".join(f"{k}={v}" for k, v in shown.items()))
     m = metrics
@@ -167,11 +170,27 @@ def format_results(metrics: dict[str, float], params: dict[str, str] | None = No
     if "net_gain_break_even_yaw" in params:
         lines.append(f"{'break-even |yaw|':>16}: Net Gain {params['net_gain_break_even_yaw']}, "
                      f"Fusion Gain {params.get('fusion_gain_break_even_yaw', 'none')} (deg; 95% CI >= 0 from there up)")
+    if "gate.n_on" in m:
+        from frontal_exp.protocols.gating import summary_line
+
+        lines.append(summary_line(m, params))
     if "fusion_gain" in m:
         after_net_gain = next(i for i, line in enumerate(lines) if "Net Gain:" in line) + 1
         lines.insert(after_net_gain, f"{'Fusion Gain':>16}: {m['fusion_gain']:+.4f}  95% CI [{m['fusion_gain_ci_low']:+.4f}, "
                         f"{m['fusion_gain_ci_high']:+.4f}]  Mean(Fused-GT) {m['fused_to_gt']:.4f}")
     return "\n".join(lines)
+
+
+def apply_gate_to(output: PipelineOutput, gate):
+    """Apply a gated model's rule (learned per fold by identity) to the run's records, before
+    anything is summarized: items it does not fire on get the angled face as their result, and
+    figures show them so (see protocols.gating)."""
+    from frontal_exp.protocols.gating import GatedImageView, apply_gate
+
+    outcome = apply_gate(output.records, gate)
+    output.frontal_cache = GatedImageView(output.frontal_cache, outcome.angle_images)
+    log.info("gate: %s", outcome.params["gate.rules"])
+    return outcome
 
 
 class FrontalizationProtocol(Protocol):
@@ -198,11 +217,22 @@ class FrontalizationProtocol(Protocol):
         pipeline = build_pipeline(cfg)
         data = dataset.load()
         log.info("dataset %s: %d items, %d skipped by the loader", data.name, len(data.items), len(data.skipped))
+        gate = getattr(pipeline.frontalizer, "gate", None)  # model=gated (frontalizers/gated.py)
+        if gate is not None:
+            from frontal_exp.protocols.gating import assign_folds
+
+            assign_folds((it.identity for it in data.items), gate.folds, gate.seed)  # < 2 identities: stop now
         output = pipeline.run(data.items, progress=progress_enabled(cfg.eval.progress))
+        gated = apply_gate_to(output, gate) if gate is not None else None
         metrics = summarize(output.records, data.skipped, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
         metrics.update(output.cache_stats)
         result = EvalResult(metrics=metrics, params=describe(cfg, pipeline), records=output.records,
                             dataset=data, output=output)
+        if gated is not None:
+            result.metrics.update(gated.metrics)
+            result.params.update(gated.params)
+            result.item_columns = gated.item_columns
+            result.tables["gating"] = gated.folds
         result.tables["items"] = result.items_table()
         result.tables["skipped"] = result.skipped_table()
         if cfg.tracking.log_images:

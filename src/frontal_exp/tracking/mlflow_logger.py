@@ -2,19 +2,30 @@
 
 The default store is SQLite at an absolute path under `output_root`, so every job of a sweep
 (parallel ones included) writes to one database; `tracking.uri` or `MLFLOW_TRACKING_URI`
-point elsewhere (e.g. a remote MLflow server) instead.
+point elsewhere (e.g. a team's MLflow server on PostgreSQL) instead.
+
+A tracking server that does not answer is retried by MLflow itself, with backoff, for a bounded
+time (`retry_policy`: about 4 minutes by default), so a server restart between or during jobs
+loses nothing. When it still does not answer, the run fails loudly (`TrackingError`) and keeps
+its results on disk with the command that logs them later (`frontal_exp.tracking.relog`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import shlex
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
+
+from frontal_exp.errors import FrontalExpError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -22,6 +33,57 @@ if TYPE_CHECKING:
     from frontal_exp.protocols.base import RunResult
 
 log = logging.getLogger(__name__)
+
+
+class TrackingError(FrontalExpError):
+    """Logging to MLflow failed: the tracking server did not answer within MLflow's retries, or
+    the store refused a request. The message says where the run's results are kept and the
+    command that logs them once the store is back (`frontal_exp.tracking.relog`)."""
+
+
+#: written into a run's folder when logging it failed: what `frontal_exp.tracking.relog` needs
+#: to log it later (tracking URI, experiment, sweep parent, run name, the partial run's id)
+PENDING_FILE = "mlflow_pending.json"
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether an error comes from a tracking server that could not be reached (connection
+    refused or reset, unknown host, timeout), after MLflow's own retries. MLflow wraps the
+    `requests` error in an MlflowException, so the whole chain of causes is searched."""
+    return _connection_error(exc) is not None
+
+
+def retry_wait_seconds(retries: int, backoff_factor: float, backoff_max: float = 120.0) -> float:
+    """How long MLflow's HTTP client (urllib3's Retry) waits in all before giving up on a server
+    that refuses every connection: nothing before the first retry, then `backoff_factor *
+    2**(n-1)` seconds before retry n, each wait at most `backoff_max` (jitter not counted)."""
+    return float(sum(min(backoff_factor * 2 ** (n - 1), backoff_max) for n in range(2, retries + 1)))
+
+
+def retry_policy() -> str:
+    """MLflow's retries of a tracking-server request, as configured now, in words."""
+    from mlflow.environment_variables import (
+        MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+    )
+
+    retries, factor = MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(), MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get()
+    return (f"{retries} retries over about {retry_wait_seconds(retries, factor):.0f} s "
+            f"(MLFLOW_HTTP_REQUEST_MAX_RETRIES={retries}, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR={factor})")
+
+
+def _tracking_failure_types() -> tuple[type[BaseException], ...]:
+    """Errors that mean the tracking store failed (not a bug in the logging code)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, requests.exceptions.RequestException, OSError)
+
+
+def relog_command(run_dir: str | os.PathLike) -> str:
+    """The command that logs a run's folder to MLflow (see `frontal_exp.tracking.relog`)."""
+    return f"{shlex.quote(sys.executable)} -m frontal_exp.tracking.relog {shlex.quote(str(run_dir))}"
+
 
 def tracking_uri(cfg: DictConfig) -> str:
     """The tracking URI of a config: tracking.uri, else $MLFLOW_TRACKING_URI, else SQLite."""
@@ -133,10 +195,44 @@ def mark_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
 def start_tracking(cfg: DictConfig) -> tuple[MlflowClient, str]:
     """At the start of a run or sweep: the client and experiment id, with the runs that dead
     processes left RUNNING marked KILLED (see `mark_dead_runs`)."""
-    client = client_for(tracking_uri(cfg))
-    exp_id = ensure_experiment(client, cfg.tracking.experiment, cfg.output_root)
-    mark_dead_runs(client, exp_id)
+    uri = tracking_uri(cfg)
+    try:
+        client = client_for(uri)
+        exp_id = ensure_experiment(client, cfg.tracking.experiment, cfg.output_root)
+        mark_dead_runs(client, exp_id)
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+        raise TrackingError(
+            f"the MLflow tracking server at {uri} did not answer within {retry_policy()}: "
+            f"{_reason(exc)}. Nothing was run. Start the server (or check tracking.uri and "
+            "MLFLOW_TRACKING_URI), or set tracking.enabled=false to run without MLflow."
+        ) from exc
     return client, exp_id
+
+
+def _reason(exc: BaseException, limit: int = 300) -> str:
+    """One line on why a tracking call failed: for a server that could not be reached, the
+    connection error underneath MLflow's and urllib3's wrappers (`... Connection refused`)."""
+    cause = _connection_error(exc)
+    if cause is not None:
+        inner = getattr(cause.args[0], "reason", None) if cause.args else None  # urllib3's MaxRetryError
+        exc = inner if isinstance(inner, BaseException) else cause
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:limit]
+
+
+def _connection_error(exc: BaseException) -> BaseException | None:
+    """The `requests` connection error or timeout in an error's chain of causes, if any."""
+    import requests
+
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 #: the experiment tag MLflow 3 uses for an experiment's kind; "custom_model_development" is a
@@ -190,52 +286,111 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def log_result(cfg: DictConfig, result: RunResult, parent_run_id: str | None = None) -> str:
-    """Log one run as an MLflow run (a child of the sweep's parent run in a multirun)."""
-    import pandas as pd
-    from mlflow.entities import Metric, Param, RunTag
+def log_result(cfg: DictConfig, result: RunResult, parent_run_id: str | None = None,
+               run_name: str | None = None, canonical: dict | None = None) -> str:
+    """Log one run as an MLflow run (a child of the sweep's parent run in a multirun).
 
-    from frontal_exp.tracking import config_id, run_notes
+    `run_name` and `canonical` (the config whose hash tags the run) default to those of the
+    current job; `frontal_exp.tracking.relog` passes the ones the run had.
+
+    When logging fails (a tracking server that did not answer within MLflow's retries, a store
+    that refused a request), a run whose results are on disk (`result.output_dir`) gets a
+    `PENDING_FILE` there, the partial MLflow run is marked FAILED where the store still
+    answers, and a `TrackingError` names the command that logs the folder later."""
+    from frontal_exp.tracking import config_id
 
     if parent_run_id is None:
         parent_run_id = sweep_parent_run_id()
-    client = client_for(tracking_uri(cfg))
-    exp_id = ensure_experiment(client, cfg.tracking.experiment, cfg.output_root)
-    canonical = config_id.canonical_config(cfg)
+    if run_name is None:
+        run_name = run_name_of(cfg, result.params)
+    if canonical is None:
+        canonical = config_id.canonical_config(cfg)
+    uri = tracking_uri(cfg)
+    client, run_id = None, None
+    try:
+        client = client_for(uri)
+        exp_id = ensure_experiment(client, cfg.tracking.experiment, cfg.output_root)
+        run_id = _create_run(client, exp_id, cfg, result, parent_run_id, run_name, canonical)
+        _log_run_data(client, run_id, cfg, result, canonical)
+        client.set_terminated(run_id, "FINISHED")
+    except BaseException as exc:
+        if client is not None and run_id is not None and not unreachable(exc):
+            with contextlib.suppress(Exception):  # the store may refuse this too
+                client.set_terminated(run_id, "FAILED")
+        if not isinstance(exc, Exception):  # Ctrl-C: the caller says what is kept
+            raise
+        kept = keep_for_relog(cfg, result, uri, parent_run_id, run_name, run_id, exc)
+        if kept is None:  # nothing on disk to log later
+            raise
+        what = (f"the MLflow tracking server at {uri} did not answer within {retry_policy()}"
+                if unreachable(exc) else f"MLflow ({uri}) failed")
+        message = (f"{what}: {_reason(exc)}. The run's results are kept in {kept}; once the "
+                   f"tracking store is back, log them with:\n  {relog_command(kept)}")
+        if isinstance(exc, _tracking_failure_types()):
+            raise TrackingError(message) from exc
+        log.error("%s", message)  # a bug in the logging code: keep its own traceback
+        raise
+    return run_id
+
+
+def _create_run(client: MlflowClient, exp_id: str, cfg: DictConfig, result: RunResult,
+                parent_run_id: str | None, run_name: str, canonical: dict) -> str:
+    from frontal_exp.tracking import config_id, run_notes
+
     tags = {"frontal_exp.kind": "job", "frontal_exp.protocol": result.params.get("protocol", ""),
             config_id.CONFIG_HASH_TAG: config_id.config_hash(canonical), **process_tags()}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     figures = list(result.figures) if cfg.tracking.log_images else []
     tags[run_notes.NOTE_TAG] = run_notes.run_note(result.metrics, result.params, figures)
-    run = client.create_run(exp_id, run_name=run_name_of(cfg, result.params), tags=tags)
-    run_id = run.info.run_id
-    try:
-        container = OmegaConf.to_container(cfg, resolve=True)
-        params = {**flatten(container), **{f"run.{k}": v for k, v in result.params.items()}}
-        items = list(params.items())
-        for i in range(0, len(items), 100):
-            client.log_batch(run_id, params=[Param(k, v) for k, v in items[i : i + 100]])
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items()]
-        client.log_batch(run_id, metrics=metrics, tags=[RunTag(f"param.{k}", v) for k, v in result.params.items()])
-        client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        client.log_dict(run_id, canonical, config_id.CANONICAL_ARTIFACT)
-        tables = {"results": pd.DataFrame([{**result.params, **result.metrics}]), **result.tables}
-        for name, table in tables.items():
-            client.log_table(run_id, data=table, artifact_file=f"tables/{name}.json")
-        if cfg.tracking.log_images:
-            for name, image in result.figures.items():
-                client.log_image(run_id, image[:, :, ::-1].copy(), f"figures/{name}.png")
-        if result.output_dir is not None:
-            for name in result.tables:
-                if (result.output_dir / f"{name}.csv").is_file():
-                    client.log_artifact(run_id, str(result.output_dir / f"{name}.csv"), "tables")
-        client.set_terminated(run_id, "FINISHED")
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    return run_id
+    return client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+
+
+def _log_run_data(client: MlflowClient, run_id: str, cfg: DictConfig, result: RunResult,
+                  canonical: dict) -> None:
+    """Params, metrics, the config, tables and figures of a run."""
+    import pandas as pd
+    from mlflow.entities import Metric, Param, RunTag
+
+    from frontal_exp.tracking import config_id
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    params = {**flatten(container), **{f"run.{k}": v for k, v in result.params.items()}}
+    items = list(params.items())
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=[Param(k, v) for k, v in items[i : i + 100]])
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items()]
+    client.log_batch(run_id, metrics=metrics, tags=[RunTag(f"param.{k}", v) for k, v in result.params.items()])
+    client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    client.log_dict(run_id, canonical, config_id.CANONICAL_ARTIFACT)
+    tables = {"results": pd.DataFrame([{**result.params, **result.metrics}]), **result.tables}
+    for name, table in tables.items():
+        client.log_table(run_id, data=table, artifact_file=f"tables/{name}.json")
+    if cfg.tracking.log_images:
+        for name, image in result.figures.items():
+            client.log_image(run_id, image[:, :, ::-1].copy(), f"figures/{name}.png")
+    if result.output_dir is not None:
+        for name in result.tables:
+            if (result.output_dir / f"{name}.csv").is_file():
+                client.log_artifact(run_id, str(result.output_dir / f"{name}.csv"), "tables")
+
+
+def keep_for_relog(cfg: DictConfig, result: RunResult, uri: str, parent_run_id: str | None,
+                   run_name: str, partial_run_id: str | None, exc: BaseException) -> Path | None:
+    """Write `PENDING_FILE` into a run's folder whose results are on disk (`results.json`, see
+    `evaluation.save_local`): what logging it later needs. Returns the folder, or None where
+    nothing is on disk."""
+    out = result.output_dir
+    if out is None or not (Path(out) / "results.json").is_file():
+        return None
+    out = Path(out).resolve()
+    record = {"tracking_uri": uri, "experiment": str(cfg.tracking.experiment),
+              "parent_run_id": parent_run_id, "run_name": run_name,
+              "partial_run_id": partial_run_id, "error": _reason(exc, 2000),
+              "failed_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (out / PENDING_FILE).write_text(json.dumps(record, indent=2))
+    return out
 
 
 def run_name_of(cfg: DictConfig, params: dict[str, str]) -> str:
@@ -277,8 +432,6 @@ def sweep_parent_run_id() -> str | None:
 def sweep_info() -> dict | None:
     """What the sweep callback recorded for the current Hydra sweep (`PARENT_FILE`: the parent
     run id, the experiment id and the sweep's command-line overrides), or None outside one."""
-    import json
-
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
