@@ -184,7 +184,8 @@ def test_no_break_even_when_the_top_bin_loses():
 
 def test_break_even_rule():
     def table(lows: list[float], ns: list[int]) -> pd.DataFrame:
-        return pd.DataFrame({"lo": [0, 10, 20, 30, float("nan")][: len(lows)], "n": ns, "net_gain_ci_low": lows})
+        return pd.DataFrame({"lo": [0, 10, 20, 30, float("nan")][: len(lows)], "n": ns, "net_gain_ci_low": lows,
+                             "net_gain": [low + 0.05 for low in lows]})
 
     assert break_even(table([-0.1, 0.01, -0.02, 0.0], [5, 5, 5, 5])) == 30
     assert break_even(table([-0.1, 0.01, 0.02, 0.03], [5, 5, 5, 5])) == 10
@@ -198,3 +199,12 @@ def test_break_even_rule():
 def test_pose_bin_table_without_fusion_leaves_its_columns_nan():
     t = pose_bin_table(np.array([5.0, 15.0]), np.array([0.5, 0.4]), np.array([0.6, 0.3]), [0, 10, 20], n_boot=10)
     assert t.fusion_gain.isna().all() and t.net_gain.tolist() == pytest.approx([0.1, -0.1])
+
+
+def test_a_model_that_changes_nothing_has_no_break_even():
+    # identity: every bin's gain is exactly 0 with CI [0, 0]; that is no gain
+    table = pd.DataFrame({"lo": [0.0, 20.0, 40.0], "n": [5, 5, 5], "net_gain": [0.0, 0.0, 0.0],
+                          "net_gain_ci_low": [0.0, 0.0, 0.0], "net_gain_ci_high": [0.0, 0.0, 0.0]})
+    assert break_even(table) is None
+    table.loc[2, ["net_gain", "net_gain_ci_low", "net_gain_ci_high"]] = [0.02, 0.0, 0.04]
+    assert break_even(table) == 40.0

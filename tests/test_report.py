@@ -4,11 +4,17 @@ demo recipe swept end to end."""
 
 from __future__ import annotations
 
+import base64
+import html
 import json
+import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -16,7 +22,17 @@ from frontal_exp.errors import ArtifactError
 from frontal_exp.evaluation import evaluate
 from frontal_exp.metrics.stats import paired_comparison
 from frontal_exp.protocols.base import RunResult
-from frontal_exp.report import download_table, main, to_markdown
+from frontal_exp.report import (
+    EXPLAIN,
+    SECTIONS,
+    build_report,
+    download_table,
+    log_sweep_report,
+    main,
+    to_markdown,
+    write_report,
+)
+from frontal_exp.report_html import item_differences
 from frontal_exp.tracking.config_id import (
     CANONICAL_ARTIFACT,
     CONFIG_HASH_TAG,
@@ -36,7 +52,8 @@ FAST = ["eval.bootstrap=100", "eval.grid_samples=2", "device=cpu", "dataset.limi
 def logged_runs(tmp_path_factory) -> tuple[Path, dict[str, object]]:
     """A small "sweep" logged in-process: four frontalization configs (one run twice, two
     differing only in model.strength; the by_pose and identification analyses are on by
-    default), robustness and verification, all on the demo set."""
+    default), robustness and verification, all on the demo set; and in experiment `flip`, two
+    mesh3d runs that differ only in embedder.flip."""
     root = tmp_path_factory.mktemp("report")
     cache = shared_cache(tmp_path_factory)
     results = {}
@@ -50,6 +67,11 @@ def logged_runs(tmp_path_factory) -> tuple[Path, dict[str, object]]:
         "verification": ["protocol=verification", "protocol.max_pairs=40", "model=mesh3d"],
     }.items():
         results[name] = evaluate(compose_config([*overrides, cache, *FAST], root))
+    # two runs that differ only in embedder.flip, in their own experiment (the flip view)
+    flip = [o for o in FAST if not o.startswith("tracking.experiment=")] + ["tracking.experiment=flip"]
+    for name, overrides in {"flip_off": ["model=mesh3d", "enhancer=none"],
+                            "flip_on": ["model=mesh3d", "enhancer=none", "embedder.flip=true"]}.items():
+        results[name] = evaluate(compose_config([*overrides, cache, *flip], root))
     return root, results
 
 
@@ -87,7 +109,7 @@ def test_report_reproduces_the_table_shapes(logged_runs, tmp_path):
     assert t3.loc[0, "GT vs GT"] == "n/a (N=0)" and t3.loc[0, "Impostor"].endswith("(N=20)")
 
     ver = pd.read_csv(out / "verification.csv")
-    assert ver.Condition.tolist() == ["original", "frontalized"]
+    assert ver.Condition.tolist() == ["original", "frontalized", "fused"]
     assert (ver.Pairs == results["verification"].metrics["n_pairs"]).all()
     assert ver.AUC.iloc[0] == pytest.approx(results["verification"].metrics["original.auc"])
 
@@ -119,6 +141,142 @@ def test_paired_comparisons_match_the_items_tables(logged_runs, tmp_path):
     assert row["N (paired items)"] == expected.n == len(common)
     assert row["Mean diff"] == pytest.approx(expected.mean_diff)
     assert row["Wilcoxon p"] == pytest.approx(expected.wilcoxon_p, nan_ok=True)
+
+
+# -- report.html ------------------------------------------------------------------------
+class _Tables(HTMLParser):
+    """The tables of an HTML page, by the id of the <h2> before each: rows of cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self._section = self._row = self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "h2":
+            self._section = dict(attrs).get("id")
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._row is not None:
+            self._row.append(self._cell)
+            self._cell = None
+        elif tag == "tr":
+            self.tables.setdefault(self._section, []).append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+
+def markdown_section(text: str, title: str) -> list[list[str]]:
+    """The rows (header first, no separator) of the Markdown table under `## title`."""
+    block = text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in block.splitlines() if line.startswith("|") and not line.startswith("|---")]
+    return [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
+
+
+def embedded_images(page: str) -> dict[str, list[bytes]]:
+    """Every <img>'s data by MIME type; fails on an image that is not a data URI."""
+    out: dict[str, list[bytes]] = {}
+    for src in re.findall(r'<img [^>]*src="([^"]*)"', page):
+        mime, _, data = src.removeprefix("data:").partition(";base64,")
+        assert src.startswith("data:image/") and data, f"not an embedded image: {src[:80]}"
+        out.setdefault(mime, []).append(base64.b64decode(data, validate=True))
+    return out
+
+
+def test_report_html_is_one_self_contained_page_matching_the_markdown(logged_runs, tmp_path):
+    root, results = logged_runs
+    out = tmp_path / "report"
+    md = main(["--experiment", "rep", "--output-root", str(root), "--out", str(out), "--bootstrap", "100"]).read_text()
+    page = (out / "report.html").read_text()
+    # nothing to fetch: no remote (or any) src/href, script or stylesheet link
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page, re.I)
+    assert "<script" not in page and "<link" not in page
+    # the figures, each embedded as a PNG (also saved next to report.md), then one triplet per configuration
+    images = embedded_images(page)
+    for name in ("net_gain_by_yaw", "fusion_gain_by_yaw", "paired_differences"):
+        figure = re.search(rf'<figure id="fig-{name}"><img [^>]*src="data:image/png;base64,([^"]+)"', page)
+        assert figure, name
+        png = base64.b64decode(figure.group(1))
+        assert png == (out / "figures" / f"{name}.png").read_bytes()
+        image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape[1] > 400 and image.std() > 10
+    assert len(images["image/png"]) == 3
+    assert len(images["image/jpeg"]) == 4  # base, sharp, mesh3d, mesh3d_half: one configuration each
+    for jpeg in images["image/jpeg"]:
+        triplets = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert triplets.shape[1] <= 480 and triplets.std() > 10
+    # the header: experiment, date, source, configurations, how rows are de-duplicated
+    assert "<h1>Report: rep</h1>" in page and "Generated 20" in page and html.escape(default_sqlite_uri(root)) in page
+    assert "6 configurations</p>" in page and "<li>1 older run of the same configurations hidden (latest kept).</li>" in page
+    assert "config hash" in page
+    # every table as in report.md, cell for cell, each with its one-line explanation
+    parsed = _Tables()
+    parsed.feed(page)
+    for name, title in SECTIONS:
+        if name in ("figures",) or f"## {title}" not in md:
+            continue
+        assert parsed.tables[name] == markdown_section(md, title), name
+        assert f'<p class="explain">{html.escape(EXPLAIN[name])}</p>' in page
+    table1 = parsed.tables["table1_models"]
+    gain = table1[0].index("Net Gain")
+    for name, strength in (("mesh3d", "1.0"), ("mesh3d_half", "0.5")):
+        row = next(r for r in table1[1:] if r[0] == "mesh3d" and strength in r)
+        assert row[gain] == f"{results[name].metrics['net_gain']:.4f}"
+    assert {r[0] for r in table1[1:]} == {"identity", "mesh3d"} and len(table1) == 1 + 4
+
+
+def test_report_figures_are_drawn_from_the_runs_tables(logged_runs):
+    """The by-pose tables and items behind the figures are the runs' own, read back from
+    MLflow; the break-even of each configuration is the one its run logged."""
+    root, results = logged_runs
+    report = build_report(client_for(default_sqlite_uri(root)), "rep", n_boot=100)
+    yaw, items = report.data.pose["yaw"], report.data.items
+    assert sorted(yaw) == sorted(items) == [
+        "identity+none | scrfd500m_mbf | demo", "identity+sharp | scrfd500m_mbf | demo",
+        "mesh3d+none | scrfd500m_mbf | demo | model.strength=0.5", "mesh3d+none | scrfd500m_mbf | demo | model.strength=1.0"]
+    name = "mesh3d+none | scrfd500m_mbf | demo | model.strength=0.5"
+    logged = results["mesh3d_half"].tables["by_yaw"]
+    for column in ("n", "net_gain", "net_gain_ci_low", "net_gain_ci_high", "fusion_gain_ci_low"):
+        assert yaw[name][column].to_numpy(float) == pytest.approx(logged[column].to_numpy(float), nan_ok=True)
+    expected = sorted(r.frontal_to_gt - r.angle_to_gt for r in results["mesh3d_half"].records if r.paired)
+    assert sorted(item_differences(items[name])) == pytest.approx(expected)
+    breaks = report.tables["break_even"].set_index("Config")
+    for run, label in (("mesh3d_half", name), ("base", "identity+none | scrfd500m_mbf | demo")):
+        for gain in ("net_gain", "fusion_gain"):
+            shown = breaks.loc[label, f"{'Net' if gain == 'net_gain' else 'Fusion'} Gain break-even |yaw| (deg)"]
+            assert shown == results[run].params[f"{gain}_break_even_yaw"]
+
+
+def test_flip_false_and_true_side_by_side_paired_on_the_same_items(logged_runs, tmp_path):
+    root, results = logged_runs
+    report = build_report(client_for(default_sqlite_uri(root)), "flip", n_boot=100)
+    flip = report.tables["flip"]
+    assert flip.Config.tolist() == ["mesh3d+none | scrfd500m_mbf | demo"] and len(report.data.flip) == 1
+    row = flip.iloc[0]
+    off, on = results["flip_off"], results["flip_on"]
+    assert row["Net Gain flip=false"] == pytest.approx(off.metrics["net_gain"])
+    assert row["Net Gain flip=true"] == pytest.approx(on.metrics["net_gain"])
+    assert off.metrics["angle_to_gt"] != pytest.approx(on.metrics["angle_to_gt"])  # flip changed the embeddings
+    a = {r.item_id: r for r in off.records if r.paired}
+    b = {r.item_id: r for r in on.records if r.paired}
+    common = sorted(set(a) & set(b))
+    assert row["Paired items"] == len(common) > 0
+    effect = paired_comparison([a[i].angle_to_gt for i in common], [b[i].angle_to_gt for i in common], n_boot=100)
+    assert row["Flip effect on Angle-GT"] == pytest.approx(effect.mean_diff)
+    assert row["Flip effect on Angle-GT 95% CI"] == f"[{effect.ci_low:+.4f}, {effect.ci_high:+.4f}]"
+    gains = [[r.frontal_to_gt - r.angle_to_gt for r in (x[i] for i in common)] for x in (a, b)]
+    assert row["Flip effect on Net Gain"] == pytest.approx(np.mean(gains[1]) - np.mean(gains[0]))
+    write_report(report, tmp_path, "flip", "test")
+    page = (tmp_path / "report.html").read_text()
+    assert 'id="fig-flip_net_gain_by_yaw"' in page and (tmp_path / "figures" / "flip_net_gain_by_yaw.png").is_file()
+    assert "Flip effect on Net Gain" in page
 
 
 # -- one row per configuration ----------------------------------------------------------
@@ -297,6 +455,29 @@ def test_demo_recipe_sweep_then_report_cli(tmp_path):
     assert "Table 1: Model x Dataset" in report.stdout and "Paired comparisons" in report.stdout
     assert (out_root / "reports" / "demo" / "report.md").is_file()
     assert (out_root / "reports" / "demo" / "by_yaw.csv").is_file()
+    assert (out_root / "reports" / "demo" / "report.html").is_file()
+    assert "reading runs" not in report.stderr  # no progress bar when stderr is not a terminal
+    # the sweep logged its own report on its parent run, and said where
+    client = client_for(default_sqlite_uri(out_root))
+    exp = client.get_experiment_by_name("demo").experiment_id
+    (parent,) = client.search_runs([exp], "tags.`frontal_exp.kind` = 'sweep'")
+    assert {"report.html", "report.md"} <= {f.path for f in client.list_artifacts(parent.info.run_id)}
+    assert f"(also the artifact report.html of parent run {parent.info.run_id})" in proc.stdout
+    page = Path(client.download_artifacts(parent.info.run_id, "report.html", str(tmp_path))).read_text()
+    for enhancer in ("none", "sharp"):
+        assert f"<td>identity+{enhancer} | scrfd500m_mbf | demo</td>" in page
+    assert 'id="fig-net_gain_by_yaw"' in page
+
+
+def test_a_sweep_report_that_fails_is_one_warning_line(store, tmp_path, capsys):
+    client = client_for(default_sqlite_uri(store))
+    assert log_sweep_report(client, "no_such_experiment", "0" * 32, tmp_path / "r", "test") is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: no sweep report: SystemExit: no MLflow experiment")
+    exp = client.create_experiment("empty_sweep", artifact_location=(store / "mlartifacts").as_uri())
+    parent = client.create_run(exp, tags={"frontal_exp.kind": "sweep"}).info.run_id
+    assert log_sweep_report(client, "empty_sweep", parent, tmp_path / "r", "test") is None
+    assert capsys.readouterr().err.startswith("warning: no sweep report: SystemExit: no finished runs")
 
 
 def test_report_on_a_missing_experiment_says_which_exist(tmp_path):

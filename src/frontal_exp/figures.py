@@ -10,6 +10,8 @@ from frontal_exp.images import read_image
 
 TILE = 160
 CAPTION = 40
+#: height of the title bar over a grid of rows
+TITLE_BAR = 28
 
 
 def _tile(image: np.ndarray | None, label: str, colour=(255, 255, 255)) -> np.ndarray:
@@ -53,7 +55,7 @@ def triplet_grid(rows: list[np.ndarray], title: str = "") -> np.ndarray:
     if not rows:
         rows = [np.full((TILE + CAPTION, 3 * TILE, 3), 32, np.uint8)]
     grid = np.vstack(rows)
-    bar = np.full((28, grid.shape[1], 3), 0, np.uint8)
+    bar = np.full((TITLE_BAR, grid.shape[1], 3), 0, np.uint8)
     cv2.putText(bar, title[:70], (6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     return np.vstack([bar, grid])
 
@@ -92,7 +94,6 @@ def pick_failures(records, n: int) -> list:
     return (worst + lost)[:n]
 
 
-
 def new_plot(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6.0, 4.0)):
     """A matplotlib (figure, axes grid) drawn with Agg, without pyplot: no global backend
     state and no windows, so plots work in headless and parallel jobs."""
@@ -108,3 +109,31 @@ def plot_to_bgr(fig) -> np.ndarray:
     """A matplotlib figure (from `new_plot`) rendered to a BGR uint8 image."""
     fig.canvas.draw()
     return cv2.cvtColor(np.asarray(fig.canvas.buffer_rgba()), cv2.COLOR_RGBA2BGR)
+
+
+def encode_image(image: np.ndarray, ext: str = ".png", max_width: int | None = None) -> bytes:
+    """A BGR image as PNG (compressed hard) or JPEG (quality 85) file bytes, first downscaled
+    to `max_width` pixels when wider."""
+    if max_width and image.shape[1] > max_width:
+        s = max_width / image.shape[1]
+        image = cv2.resize(image, (max_width, max(1, round(image.shape[0] * s))), interpolation=cv2.INTER_AREA)
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 9] if ext == ".png" else [cv2.IMWRITE_JPEG_QUALITY, 85]
+    ok, data = cv2.imencode(ext, image, params)
+    if not ok:
+        raise ValueError(f"cannot encode an image of shape {image.shape} as {ext}")
+    return data.tobytes()
+
+
+def grid_rows(grid: np.ndarray, n: int) -> np.ndarray:
+    """The title bar and the first `n` rows of a `triplet_grid` image."""
+    return grid[: TITLE_BAR + n * (TILE + CAPTION)]
+
+
+def plot_to_png(fig, dpi: int = 100) -> bytes:
+    """A matplotlib figure (from `new_plot`) as PNG file bytes, cropped to what it draws
+    (labels and legends outside the axes included)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()

@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from frontal_exp.errors import ArtifactError
+from frontal_exp.metrics.pose_bins import COLUMNS as POSE_COLUMNS
+from frontal_exp.metrics.pose_bins import break_even
 from frontal_exp.metrics.stats import paired_comparison
 from frontal_exp.tracking.config_id import CONFIG_HASH_TAG, legacy_config_id, settings_of_params
 
@@ -128,6 +130,24 @@ def download_table(client, run_id: str, name: str, dst: Path) -> pd.DataFrame | 
     return pd.DataFrame(data["data"], columns=data["columns"])
 
 
+class Tables:
+    """The runs' tables (see `download_table`), each downloaded once: the tables, the figures
+    and the paired comparisons of one report read the same files."""
+
+    def __init__(self, client, dst: Path) -> None:
+        self.client, self.dst = client, Path(dst)
+        self._got: dict[tuple[str, str], pd.DataFrame | None] = {}
+
+    def get(self, run_id: str, name: str) -> pd.DataFrame | None:
+        if (run_id, name) not in self._got:
+            self._got[run_id, name] = download_table(self.client, run_id, name, self.dst)
+        return self._got[run_id, name]
+
+
+def _tables(client, tmp: Path, tables: Tables | None) -> Tables:
+    return tables if tables is not None else Tables(client, tmp)
+
+
 def m(row: pd.Series, key: str) -> float:
     value = row.get(f"m.{key}", float("nan"))
     return float(value) if value is not None else float("nan")
@@ -214,12 +234,13 @@ def table_robustness(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def table_verification(runs: pd.DataFrame, client, tmp: Path) -> pd.DataFrame:
+def table_verification(runs: pd.DataFrame, client, tmp: Path, tables: Tables | None = None) -> pd.DataFrame:
     """Verification: one row per run and condition (original / frontalized)."""
+    tables = _tables(client, tmp, tables)
     extra = setting_columns(runs)
     rows = []
     for _, r in runs.iterrows():
-        table = download_table(client, r["run_id"], "verification", tmp)
+        table = tables.get(r["run_id"], "verification")
         if table is None:
             continue
         for _, t in table.iterrows():
@@ -234,13 +255,15 @@ def table_verification(runs: pd.DataFrame, client, tmp: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def table_by_pose(runs: pd.DataFrame, client, tmp: Path, axis: str = "yaw") -> pd.DataFrame:
+def table_by_pose(runs: pd.DataFrame, client, tmp: Path, axis: str = "yaw",
+                  tables: Tables | None = None) -> pd.DataFrame:
     """Net Gain (N) per |yaw| bin (rows) for each configuration (columns)."""
+    tables = _tables(client, tmp, tables)
     extra = setting_columns(runs)
     columns: dict[str, dict[str, str]] = {}
     order: list[str] = []
     for _, r in runs.iterrows():
-        table = download_table(client, r["run_id"], f"by_{axis}", tmp)
+        table = tables.get(r["run_id"], f"by_{axis}")
         if table is None:
             continue
         col = columns.setdefault(label(r, extra), {})
@@ -267,6 +290,88 @@ def table_identification(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def pose_numbers(table: pd.DataFrame | None) -> pd.DataFrame | None:
+    """A downloaded by-pose table with numeric columns (JSON nulls, e.g. the fusion columns of
+    a run without fusion, come back as None), and every column of today's tables (nan where an
+    older run did not log it, e.g. the CIs)."""
+    if table is None:
+        return None
+    table = table.assign(**{c: float("nan") for c in POSE_COLUMNS if c not in table})
+    return table.assign(**{c: pd.to_numeric(table[c], errors="coerce") for c in table.columns if c != "bin"})
+
+
+def _edge(table: pd.DataFrame | None, gain: str) -> str:
+    if table is None or gain not in table or table[gain].isna().all():
+        return "n/a"
+    edge = break_even(table, gain)
+    return "none" if edge is None else f"{edge:g}"
+
+
+def table_break_even(runs: pd.DataFrame, tables: Tables) -> pd.DataFrame:
+    """Per configuration: the break-even |yaw| and |pitch| of Net Gain and Fusion Gain, the
+    lowest bin edge from which the gain's 95% CI lower bound stays >= 0 in every bin above it
+    (`none`: no such edge; `n/a`: the run has no such gain)."""
+    extra = setting_columns(runs)
+    rows = []
+    for _, r in runs.iterrows():
+        by = {axis: pose_numbers(tables.get(r["run_id"], f"by_{axis}")) for axis in ("yaw", "pitch")}
+        if all(t is None for t in by.values()):
+            continue
+        row = {"Config": label(r, extra)}
+        for gain, name in (("net_gain", "Net Gain"), ("fusion_gain", "Fusion Gain")):
+            for axis, t in by.items():
+                row[f"{name} break-even |{axis}| (deg)"] = _edge(t, gain)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+#: the setting compared by the flip view
+FLIP = "embedder.flip"
+
+
+def flip_pairs(runs: pd.DataFrame) -> list[tuple[str, pd.Series, pd.Series]]:
+    """(name, run with flip false, run with flip true) for each pair of runs that differ only
+    in `embedder.flip`; the name is the configuration's label without the flip setting."""
+    known = runs[[str(s.get(FLIP, "")).lower() in ("true", "false") for s in runs["settings"]]]
+    extra = [k for k in setting_columns(runs) if k != FLIP]
+    groups: dict[tuple, dict[str, pd.Series]] = {}
+    for _, r in known.iterrows():
+        rest = tuple(sorted((k, v) for k, v in r["settings"].items() if k != FLIP))
+        key = (*(r[k] for k in CONFIG_KEYS), rest)
+        groups.setdefault(key, {})[str(r["settings"][FLIP]).lower()] = r
+    return [(label(g["false"], extra), g["false"], g["true"]) for g in groups.values() if len(g) == 2]
+
+
+def table_flip(pairs: list[tuple[str, pd.Series, pd.Series]], tables: Tables, n_boot: int = 2000,
+               seed: int = 0) -> pd.DataFrame:
+    """Runs that differ only in embedder.flip, side by side: each run's means and Net Gain,
+    then the paired effect of flip (true - false) on the items scored in both runs (status ok
+    in both), with its bootstrap 95% CI, on Angle-GT, Frontal-GT and the per-item Net Gain."""
+    rows = []
+    for name, off, on in pairs:
+        row = {"Config": name}
+        for key, title in (("angle_to_gt", "Mean(Angle-GT)"), ("frontal_to_gt", "Mean(Frontal-GT)"),
+                           ("net_gain", "Net Gain"), ("n", "N")):
+            for flip, r in (("false", off), ("true", on)):
+                row[f"{title} flip={flip}"] = _int(m(r, key)) if key == "n" else m(r, key)
+        a, b = tables.get(off["run_id"], "items"), tables.get(on["run_id"], "items")
+        cols = ["item_id", "angle_to_gt", "frontal_to_gt", "status"]
+        if a is not None and b is not None and set(cols) <= {*a.columns} & {*b.columns}:
+            j = a[cols].merge(b[cols], on="item_id", suffixes=("_off", "_on"))
+            j = j[(j.status_off == "ok") & (j.status_on == "ok")].dropna().sort_values("item_id")
+            row["Paired items"] = len(j)
+            for what, x, y in (
+                ("Angle-GT", j.angle_to_gt_off, j.angle_to_gt_on),
+                ("Frontal-GT", j.frontal_to_gt_off, j.frontal_to_gt_on),
+                ("Net Gain", j.frontal_to_gt_off - j.angle_to_gt_off, j.frontal_to_gt_on - j.angle_to_gt_on),
+            ):
+                c = paired_comparison(x.to_numpy(float), y.to_numpy(float), n_boot=n_boot, seed=seed)
+                row[f"Flip effect on {what}"] = c.mean_diff
+                row[f"Flip effect on {what} 95% CI"] = f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def baseline_runs(group: pd.DataFrame, wanted: dict[str, str]) -> pd.DataFrame:
     """The runs matching every key=value of `wanted`, in config order."""
     match = pd.Series(True, index=group.index)
@@ -282,13 +387,15 @@ def find_baseline(group: pd.DataFrame, wanted: dict[str, str]) -> pd.Series | No
 
 
 def paired_comparisons(runs: pd.DataFrame, client, tmp: Path, baseline: dict[str, str],
-                       n_boot: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+                       n_boot: int = 2000, seed: int = 0,
+                       tables: Tables | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Each configuration vs the baseline of its (dataset, embedder, other differing settings,
     e.g. dataset.limit): Mean(Frontal-GT) on the SAME items (joined by item_id, both paired),
     mean difference, bootstrap 95% CI, Wilcoxon p. Also one note per group left out because
     no run matches the whole baseline (never compared against some other run instead)."""
     if runs.empty:
         return pd.DataFrame(), []
+    tables = _tables(client, tmp, tables)
     extra = setting_columns(runs)
     compared = [k for k in extra if k.startswith(("model.", "enhancer."))]
     context = [k for k in extra if k not in compared and k != CONFIG_COLUMN]
@@ -309,13 +416,13 @@ def paired_comparisons(runs: pd.DataFrame, client, tmp: Path, baseline: dict[str
             notes.append(f"{matches} runs match the baseline ({wanted}) for "
                          f"{', '.join(f'{k}={v}' for k, v in where.items())}: the first in config order, "
                          f"{_named(base['model'] + '+' + base['enhancer'], settings_of(base, compared))}, is used.")
-        base_items = download_table(client, base["run_id"], "items", tmp)
+        base_items = tables.get(base["run_id"], "items")
         if base_items is None:
             continue
         for _, r in group.iterrows():
             if r["run_id"] == base["run_id"]:
                 continue
-            items = download_table(client, r["run_id"], "items", tmp)
+            items = tables.get(r["run_id"], "items")
             if items is None:
                 continue
             joined = _paired_items(base_items, items)
@@ -354,10 +461,15 @@ def _int(x: float) -> int | str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else int(x)
 
 
-def _cell(x) -> str:
+def cell_text(x) -> str:
+    """A table value as the report shows it (floats to 4 decimals)."""
     if isinstance(x, float | np.floating):
         return "nan" if math.isnan(x) else f"{x:.4f}"
-    return str(x).replace("|", "\\|")
+    return str(x)
+
+
+def _cell(x) -> str:
+    return cell_text(x).replace("|", "\\|")
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -379,52 +491,168 @@ SECTIONS = (
                      "no-face pairs scored low or excluded in every condition alike)"),
     ("by_yaw", "Net Gain by |yaw| (N)"),
     ("by_pitch", "Net Gain by |pitch| (N)"),
+    ("break_even", "Break-even pose (lowest bin edge from which the gain's 95% CI lower bound stays >= 0)"),
+    ("flip", "Flip test-time augmentation: runs that differ only in embedder.flip"),
     ("identification", "Identification (rank-k in a gallery of every identity's GT)"),
     ("paired", "Paired comparisons with the baseline (same items; bootstrap 95% CI, Wilcoxon signed-rank)"),
     ("figures", "Figures (MLflow artifact URIs)"),
 )
 
+#: how to read each section, one line (report.md and report.html)
+EXPLAIN = {
+    "table1_models": "Cosine similarity to the GT face of the angled input and of the frontalized face, over the "
+                     "items where all three faces were found; Net Gain > 0: frontalization brought the face "
+                     "closer to its GT (CI: paired bootstrap over items).",
+    "table2_enhancers": "Each cell: Mean(Frontal-GT) (Net Gain) over N paired items, and ND frontal faces the "
+                        "embedder's detector did not find; compare rows for the enhancer, columns for the embedder.",
+    "table3_robustness": "No frontalization: how close each kind of pair is for an embedder (higher Angled vs GT "
+                         "with a low Impostor score = more pose-robust).",
+    "verification": "The same same-person / different-person pairs scored in each condition (original images, "
+                    "frontalized, ...): accuracy, ROC AUC and TAR at a fixed FAR per condition.",
+    "by_yaw": "Net Gain of each configuration (columns) per |yaw| bin (rows), N items per bin; the figure "
+              "shows the same numbers with their 95% CI.",
+    "by_pitch": "As by |yaw|, binned by |pitch|.",
+    "break_even": "From which |yaw| (|pitch|) on frontalization (fusion) does not hurt, by its CI; none: the CI "
+                  "lower bound of the highest bins falls below 0; n/a: the run logged no such gain. A gain of "
+                  "exactly 0 (identity) has the CI [0, 0] and so a break-even.",
+    "flip": "Each run's means with flip false and true, then the effect of flip (true - false) on the items "
+            "scored in both runs, with its bootstrap 95% CI.",
+    "identification": "Rank-1 / rank-5 of the angled inputs (the baseline) and of the frontalized faces, on the "
+                      "same items, against a gallery of every identity's GT.",
+    "paired": "Each configuration against the baseline on the items both scored: Mean diff > 0 with a CI above "
+              "0 means it beats the baseline.",
+    "figures": "Every figure the runs logged, where MLflow stores it.",
+}
+
+#: at most this many configurations show their sample triplets in report.html
+MAX_TRIPLETS = 4
+#: triplet images are downscaled to at most this width (pixels) in report.html
+TRIPLET_WIDTH = 480
+#: ... and show their first rows (items) only
+TRIPLET_ROWS = 4
+
+
+@dataclass
+class ReportData:
+    """The numbers the report's figures are drawn from, per configuration label (as in the
+    by-pose tables): by-pose tables (numeric), items tables, sample triplets (PNG bytes,
+    JPEG, downscaled) and the flip pairs (name, label with flip false, label with flip true)."""
+
+    configurations: list[str] = field(default_factory=list)
+    pose: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)
+    items: dict[str, pd.DataFrame] = field(default_factory=dict)
+    triplets: dict[str, bytes] = field(default_factory=dict)
+    flip: list[tuple[str, str, str]] = field(default_factory=list)
+    #: configurations with triplets that report.html does not show (over MAX_TRIPLETS)
+    triplets_left_out: int = 0
+
 
 @dataclass
 class Report:
     """Every table of the report by name (empty where no run has the data), and notes: lines
-    printed under a section's title (key: the section's name) or, key "", under the title."""
+    printed under a section's title (key: the section's name) or, key "", under the title;
+    `data`: what the figures of report.html are drawn from."""
 
     tables: dict[str, pd.DataFrame]
     notes: dict[str, list[str]] = field(default_factory=dict)
+    data: ReportData = field(default_factory=ReportData)
+
+
+#: the tables each protocol's runs are read for
+NEEDED = {"frontalization": ("items", "by_yaw", "by_pitch"), "verification": ("verification",)}
 
 
 def build_report(client, experiment: str, parent_run: str | None = None,
                  baseline: dict[str, str] | None = None, n_boot: int = 2000) -> Report:
     """The report of the latest run of each configuration."""
+    from frontal_exp.quiet import progress_bar
+
     runs, hidden = latest_per_configuration(load_runs(client, experiment, parent_run))
     if runs.empty:
         raise SystemExit(f"no finished runs in experiment {experiment!r}"
                          + (f" under parent run {parent_run}" if parent_run else ""))
     by = {p: runs[runs.protocol == p] for p in ("frontalization", "robustness", "verification")}
+    front = by["frontalization"]
+    extra = setting_columns(front)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        paired, paired_notes = paired_comparisons(by["frontalization"], client, t, baseline or DEFAULT_BASELINE,
-                                                  n_boot)
+        got = Tables(client, t)
+        data = ReportData(configurations=[label(r, setting_columns(runs)) for _, r in runs.iterrows()])
+        # every download up front, behind one progress bar (shown on a terminal only)
+        for _, r in progress_bar(list(runs.iterrows()), "report: reading runs", unit="run"):
+            for name in NEEDED.get(r["protocol"], ()):
+                got.get(r["run_id"], name)
+            if r["protocol"] == "frontalization":
+                if len(data.triplets) < MAX_TRIPLETS:
+                    image = download_triplets(client, r["run_id"], t)
+                    if image is not None:
+                        data.triplets[label(r, extra)] = image
+                elif has_artifact(client, r["run_id"], TRIPLETS):
+                    data.triplets_left_out += 1
+        for _, r in front.iterrows():
+            name = label(r, extra)
+            for axis in ("yaw", "pitch"):
+                table = pose_numbers(got.get(r["run_id"], f"by_{axis}"))
+                if table is not None:
+                    data.pose.setdefault(axis, {})[name] = table
+            items = got.get(r["run_id"], "items")
+            if items is not None:
+                data.items[name] = items
+        pairs = flip_pairs(front)
+        data.flip = [(name, label(off, extra), label(on, extra)) for name, off, on in pairs]
+        paired, paired_notes = paired_comparisons(front, client, t, baseline or DEFAULT_BASELINE, n_boot,
+                                                  tables=got)
         tables = {
-            "table1_models": table_models(by["frontalization"]),
-            "table2_enhancers": table_enhancers(by["frontalization"]),
+            "table1_models": table_models(front),
+            "table2_enhancers": table_enhancers(front),
             "table3_robustness": table_robustness(by["robustness"]),
-            "verification": table_verification(by["verification"], client, t),
-            "by_yaw": table_by_pose(by["frontalization"], client, t, "yaw"),
-            "by_pitch": table_by_pose(by["frontalization"], client, t, "pitch"),
-            "identification": table_identification(by["frontalization"]),
+            "verification": table_verification(by["verification"], client, t, tables=got),
+            "by_yaw": table_by_pose(front, client, t, "yaw", tables=got),
+            "by_pitch": table_by_pose(front, client, t, "pitch", tables=got),
+            "break_even": table_break_even(front, got),
+            "flip": table_flip(pairs, got, n_boot),
+            "identification": table_identification(front),
             "paired": paired,
             "figures": figure_links(runs, client),
         }
     head = [f"{len(runs)} configuration{'s' * (len(runs) != 1)}, one row each (its latest run)."]
     if hidden:
         head.append(f"{hidden} older run{'s' * (hidden != 1)} of the same configurations hidden (latest kept).")
-    return Report(tables, {"": head, "paired": paired_notes})
+    return Report(tables, {"": head, "paired": paired_notes}, data)
+
+
+#: a frontalization run's sample triplets (Angled | Frontal | GT), shown in report.html
+TRIPLETS = "figures/triplets.png"
+
+
+def has_artifact(client, run_id: str, path: str) -> bool:
+    folder = str(Path(path).parent)
+    return path in {f.path for f in client.list_artifacts(run_id, folder)}
+
+
+def download_triplets(client, run_id: str, dst: Path) -> bytes | None:
+    """The first TRIPLET_ROWS rows of the run's triplets figure as JPEG bytes, downscaled to
+    TRIPLET_WIDTH; None when the run has none (`tracking.log_images=false`). A download that
+    fails raises ArtifactError."""
+    from frontal_exp.figures import encode_image, grid_rows
+    from frontal_exp.images import read_image
+
+    try:
+        if not has_artifact(client, run_id, TRIPLETS):
+            return None
+        path = client.download_artifacts(run_id, TRIPLETS, str(dst))
+        return encode_image(grid_rows(read_image(path), TRIPLET_ROWS), ".jpg", max_width=TRIPLET_WIDTH)
+    except Exception as exc:  # noqa: BLE001 - MLflow, I/O and decoding errors alike: say which run and file
+        raise ArtifactError(f"cannot read {TRIPLETS} of run {run_id}: {type(exc).__name__}: {exc}. Check that "
+                            "the tracking server / artifact store is reachable and re-run the report") from exc
 
 
 def write_report(report: Report, out: Path, experiment: str, source: str) -> Path:
-    """report.md (every section with a table or a note) and one CSV per non-empty table."""
+    """report.md (every section with a table or a note), one CSV per non-empty table, the
+    report's figures as PNGs in figures/, and report.html (the same tables and the figures
+    embedded, one self-contained page). Returns report.md's path."""
+    from frontal_exp.report_html import report_figures, write_html
+
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Report: {experiment}", "", f"Source: `{source}`", "", *_note_lines(report.notes.get(""))]
     for name, title in SECTIONS:
@@ -432,12 +660,21 @@ def write_report(report: Report, out: Path, experiment: str, source: str) -> Pat
         notes = report.notes.get(name)
         if table.empty and not notes:
             continue
-        lines += [f"## {title}", "", *_note_lines(notes)]
+        lines += [f"## {title}", "", EXPLAIN[name], "", *_note_lines(notes)]
         if not table.empty:
             table.to_csv(out / f"{name}.csv", index=False)
             lines += [to_markdown(table), ""]
+    figures = report_figures(report.data)
+    if figures:
+        (out / "figures").mkdir(exist_ok=True)
+        lines += ["## Figures of this report", "", "Embedded in report.html; also here as PNGs:", ""]
+        for fig in figures:
+            (out / "figures" / f"{fig.name}.png").write_bytes(fig.png)
+            lines.append(f"- [{fig.title}](figures/{fig.name}.png)")
+        lines.append("")
     path = out / "report.md"
     path.write_text("\n".join(lines))
+    write_html(report, out / "report.html", experiment, source, figures)
     return path
 
 
@@ -484,8 +721,38 @@ def main(argv: Sequence[str] | None = None) -> Path:
     out = Path(args.out) if args.out else Path(args.output_root) / "reports" / args.experiment
     path = write_report(report, out, args.experiment, uri + (f" parent run {args.parent_run}" if args.parent_run else ""))
     print(path.read_text())
-    print(f"\nreport written to {path.resolve()}", file=sys.stderr)
+    print(f"\nreport written to {path.resolve()} and {(out / 'report.html').resolve()}", file=sys.stderr)
     return path
+
+
+def sweep_report(client, experiment: str, parent_run: str, out: Path, source: str, n_boot: int = 2000) -> Path:
+    """The report of one sweep (the finished jobs under its parent run) written to `out`, and
+    its report.html and report.md logged as artifacts of the parent run, so the MLflow UI
+    shows the page. Returns report.html's path."""
+    from frontal_exp.quiet import is_verbose
+
+    if not is_verbose():
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    report = build_report(client, experiment, parent_run, n_boot=n_boot)
+    md = write_report(report, Path(out), experiment, f"{source} parent run {parent_run}")
+    html = md.with_name("report.html")
+    client.log_artifact(parent_run, str(html))
+    client.log_artifact(parent_run, str(md))
+    return html
+
+
+def log_sweep_report(client, experiment: str, parent_run: str, out: Path, source: str,
+                     n_boot: int = 2000) -> Path | None:
+    """`sweep_report` for the sweep callback: prints where the report went, and never fails
+    the sweep: any error (SystemExit included) is printed as one warning line, None returned."""
+    try:
+        html = sweep_report(client, experiment, parent_run, out, source, n_boot)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the sweep's results stand without a report
+        reason = " ".join(str(exc).split())[:300]
+        print(f"warning: no sweep report: {type(exc).__name__}: {reason}", file=sys.stderr, flush=True)
+        return None
+    print(f"Sweep report: {html} (also the artifact report.html of parent run {parent_run})", flush=True)
+    return html
 
 
 if __name__ == "__main__":

@@ -76,14 +76,15 @@ def _row(name: str, lo: float, hi: float, a: np.ndarray, b: np.ndarray, f: np.nd
 
 
 def break_even(table: pd.DataFrame, gain: str = "net_gain") -> float | None:
-    """The lowest bin edge from which the gain's 95% CI lower bound stays >= 0 in every bin
-    above it (bins with fewer than 2 items have no CI and are passed over); None when the
-    highest such bin's lower bound is below 0, or there is no such bin."""
+    """The lowest bin edge from which, in every bin above it, the mean gain is positive and
+    its 95% CI lower bound >= 0 (bins with fewer than 2 items have no CI and are passed
+    over); None when the highest such bin does not gain, or there is no such bin. A bin whose
+    gain is exactly 0 (a model returning its input: CI [0, 0]) is no gain."""
     bins = table[table.lo.notna() & (table.n >= 2)].sort_values("lo")
     start = None
     for row in bins.itertuples():
-        low = getattr(row, f"{gain}_ci_low")
-        if np.isnan(low) or low < 0:
+        low, mean = getattr(row, f"{gain}_ci_low"), getattr(row, gain)
+        if np.isnan(low) or low < 0 or not mean > 0:
             start = None
         elif start is None:
             start = float(row.lo)

@@ -15,6 +15,8 @@ from omegaconf import DictConfig
 from frontal_exp.errors import ConfigError
 from frontal_exp.metrics.identification import identity_scores, rank_k_accuracy, true_ranks
 from frontal_exp.metrics.pose_bins import DEFAULT_EDGES, break_even, pose_bin_table
+from frontal_exp.metrics.similarity import fused_template
+from frontal_exp.metrics.stats import paired_comparison
 from frontal_exp.protocols.base import RunResult
 
 if TYPE_CHECKING:
@@ -70,32 +72,55 @@ def by_pose(result: EvalResult, cfg: DictConfig) -> RunResult:
 
 
 def _plot_bins(ax, shown: pd.DataFrame, edges: list[float], axis: str) -> None:
-    """Similarities and gains per bin, the gains with their CI bands. Item counts go on a top
-    axis and the legend below the plot, so no label covers a marker."""
+    """Similarities and gains per bin, the gains with their CI as a band and as error bars (a
+    lone bin has no band to show). Item counts go on a top axis, outside the plot, and the
+    legend below it, so no label covers a marker or an error bar. Frontal-GT equal to
+    Angle-GT in every bin (identity) would hide the Angle-GT line: it is drawn dashed with
+    hollow markers, and the legend says so."""
     centres = ((shown.lo + shown.hi) / 2).to_numpy()
     ax.plot(centres, shown.angle_to_gt, "o-", label="Mean(Angle-GT)")
-    ax.plot(centres, shown.frontal_to_gt, "s-", label="Mean(Frontal-GT)")
+    if np.allclose(shown.frontal_to_gt, shown.angle_to_gt, rtol=0, atol=1e-9, equal_nan=True):
+        ax.plot(centres, shown.frontal_to_gt, "s--", mfc="none", label="Mean(Frontal-GT) = Mean(Angle-GT) (identical)")
+    else:
+        ax.plot(centres, shown.frontal_to_gt, "s-", label="Mean(Frontal-GT)")
     for gain, style, colour, label in (("net_gain", "^--", "C2", "Net Gain"),
                                        ("fusion_gain", "v:", "C3", "Fusion Gain")):
         if shown[gain].notna().any():
-            ax.plot(centres, shown[gain], style, color=colour, label=f"{label} (95% CI)")
-            ax.fill_between(centres, shown[f"{gain}_ci_low"], shown[f"{gain}_ci_high"], alpha=0.2, color=colour)
+            y = shown[gain].to_numpy(float)
+            low, high = shown[f"{gain}_ci_low"].to_numpy(float), shown[f"{gain}_ci_high"].to_numpy(float)
+            ax.errorbar(centres, y, yerr=[np.maximum(y - low, 0), np.maximum(high - y, 0)], fmt=style, color=colour,
+                        capsize=2, elinewidth=0.8, label=f"{label} (95% CI)")
+            ax.fill_between(centres, low, high, alpha=0.2, color=colour)
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_xticks(edges)
     ax.set_xlim(edges[0], edges[-1])
     ax.set_xlabel(f"|{axis}| (deg)")
     ax.set_ylabel("cosine similarity")
     top = ax.secondary_xaxis("top")
-    top.set_xticks(centres, labels=[f"N={n}" for n in shown.n], fontsize=6)
-    ax.set_title(f"by |{axis}|", fontsize=9)
-    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    top.set_xticks(centres, labels=[f"N={n}" for n in shown.n], fontsize=7)
+    ax.set_title(f"by |{axis}| (N: items per bin)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+
+
+#: identification probes: name -> how an item's probe embedding is made (w: eval.fusion_weight)
+PROBES: dict[str, Callable] = {
+    "angle": lambda r, w: r.angle_embedding,
+    "frontal": lambda r, w: r.frontal_embedding,
+    "fused": lambda r, w: fused_template(r.angle_embedding, r.frontal_embedding, w),
+}
+#: probe -> the name of its rank-1 gain over the angled probe (as net_gain / fusion_gain)
+RANK1_GAINS = {"frontal": "rank1_gain", "fused": "rank1_fusion_gain"}
 
 
 def identification(result: EvalResult, cfg: DictConfig) -> RunResult:
-    """Rank every angled and frontalized face against a gallery of every identity's GT.
+    """Rank every angled, frontalized and fused face against a gallery of every identity's GT.
 
-    Both are scored on the same items (those with an angled AND a frontal embedding and
-    their identity in the gallery), so rank-k of angled inputs is the paired baseline.
+    The fused probe is normalize(e_angle + w e_frontal), w = `eval.fusion_weight`. All three
+    are scored on the same items (those with an angled AND a frontal embedding and their
+    identity in the gallery), so rank-k of angled inputs is the paired baseline: for frontal
+    and fused, `rank1_gain` / `rank1_fusion_gain` (rank-1 minus the angled rank-1) with its
+    95% paired-bootstrap CI, and the paired counts `rank1_<probe>_wins` / `_losses` (items the
+    probe finds at rank 1 and the angled face does not / the reverse).
     """
     gt_by_path = result.output.gt_embeddings
     identity_of = {r.gt_path: r.identity for r in result.records}
@@ -110,30 +135,40 @@ def identification(result: EvalResult, cfg: DictConfig) -> RunResult:
     out.metrics["n_identify"] = len(recs)
     if not recs:
         return out
+    weight = float(cfg.eval.fusion_weight)
     rows = {r.item_id: {"item_id": r.item_id, "identity": r.identity} for r in recs}
-    scores_by = {}
-    for kind, attr in (("angle", "angle_embedding"), ("frontal", "frontal_embedding")):
-        scores, names = identity_scores(np.stack([getattr(r, attr) for r in recs]), gallery, gallery_ids)
+    scores_by, ranks_by = {}, {}
+    for kind, probe in PROBES.items():
+        scores, names = identity_scores(np.stack([probe(r, weight) for r in recs]), gallery, gallery_ids)
         ranks = true_ranks(scores, np.array([names.index(r.identity) for r in recs]))
-        scores_by[kind] = (scores, names)
+        scores_by[kind], ranks_by[kind] = (scores, names), ranks
         for k in (1, 5):
             out.metrics[f"rank{k}_{kind}"] = rank_k_accuracy(ranks, k)
         for r, rank, row in zip(recs, ranks, scores, strict=True):
             rows[r.item_id][f"rank_{kind}"] = int(rank)
             rows[r.item_id][f"top1_{kind}"] = names[int(np.argmax(row))]
-    out.metrics["rank1_gain"] = out.metrics["rank1_frontal"] - out.metrics["rank1_angle"]
+    hit_angle = (ranks_by["angle"] == 1).astype(np.float64)
+    for kind, gain in RANK1_GAINS.items():
+        hit = (ranks_by[kind] == 1).astype(np.float64)
+        cmp = paired_comparison(hit_angle, hit, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
+        out.metrics[gain] = out.metrics[f"rank1_{kind}"] - out.metrics["rank1_angle"]
+        out.metrics[f"{gain}_ci_low"], out.metrics[f"{gain}_ci_high"] = cmp.ci_low, cmp.ci_high
+        out.metrics[f"rank1_{kind}_wins"] = int(((hit == 1) & (hit_angle == 0)).sum())
+        out.metrics[f"rank1_{kind}_losses"] = int(((hit == 0) & (hit_angle == 1)).sum())
     out.tables["identification"] = pd.DataFrame(list(rows.values()))
     if cfg.tracking.log_images:
         out.figures["identification"] = ranking_figure(result, recs, scores_by["frontal"], gallery_paths,
-                                                       gallery_ids, cfg)
+                                                       gallery_ids, cfg, ranks=ranks_by)
     return out
 
 
 def ranking_figure(result: EvalResult, recs: list, frontal_scores: tuple[np.ndarray, list[str]],
                    gallery_paths: list[str], gallery_ids: list[str], cfg: DictConfig,
-                   max_gallery: int = 8) -> np.ndarray:
+                   max_gallery: int = 8, ranks: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Per sampled item: Angled | Frontal (the query), then the gallery ordered by similarity
-    to the frontal face, with scores; the true identity framed in green."""
+    to the frontal face, with scores; the true identity framed in green. With `ranks` (probe ->
+    rank of the true identity per item of `recs`), each face's caption gives its rank, the
+    frontal one's also the fused probe's."""
     from frontal_exp.figures import _safe_read, _tile, pick_samples, triplet_grid
 
     scores, names = frontal_scores
@@ -146,8 +181,12 @@ def ranking_figure(result: EvalResult, recs: list, frontal_scores: tuple[np.ndar
     for rec in sample:
         row = scores[index[rec.item_id]]
         frontal = result.output.frontal_cache.get(rec.frontal_key) if rec.frontal_key else None
-        tiles = [_tile(_safe_read(rec.angle_path), f"Angled {rec.identity}"),
-                 _tile(frontal, "Frontal (query)")]
+        angle_label, frontal_label = f"Angled {rec.identity}", "Frontal (query)"
+        if ranks is not None:
+            i = index[rec.item_id]
+            angle_label += f"\nrank {int(ranks['angle'][i])}"
+            frontal_label += f"\nrank {int(ranks['frontal'][i])}, fused {int(ranks['fused'][i])}"
+        tiles = [_tile(_safe_read(rec.angle_path), angle_label), _tile(frontal, frontal_label)]
         for rank, j in enumerate(np.argsort(-row)[:max_gallery], start=1):
             true = names[j] == rec.identity
             colour = (80, 220, 80) if true else (255, 255, 255)

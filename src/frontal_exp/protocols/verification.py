@@ -1,9 +1,12 @@
-"""Face verification (LFW's pairs.txt, 10-fold protocol) on original vs frontalized images.
+"""Face verification (LFW's pairs.txt, 10-fold protocol) on original vs frontalized images,
+and on their fusion.
 
 "frontalized" is the configured model + enhancer applied to BOTH images of every pair, through
-the pipeline's caches. Pairs where a face is missing are counted, then scored as a fixed low
-similarity (`no_face: low`, LFW practice: every pair keeps its place) or dropped (`exclude`)
-from EVERY condition, so the conditions are always compared on the same pairs.
+the pipeline's caches. "fused" gives each image the template normalize(e_image + w e_frontalized)
+(w = `eval.fusion_weight`, `metrics.similarity.fused_template`); an image lacking either
+embedding has no fused template. Pairs where a face (or template) is missing are counted, then
+scored as a fixed low similarity (`no_face: low`, LFW practice: every pair keeps its place) or
+dropped (`exclude`) from EVERY condition, so the conditions are always compared on the same pairs.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from frontal_exp.data.base import LoadedDataset, require_dir
 from frontal_exp.data.folder import LFW_LAYOUT
 from frontal_exp.errors import BadImageError, ConfigError, DatasetError
 from frontal_exp.images import read_image
-from frontal_exp.metrics.similarity import pair_cosine
+from frontal_exp.metrics.similarity import fused_template, pair_cosine
 from frontal_exp.metrics.verification import kfold_accuracy, roc_curve, verification_metrics
 from frontal_exp.pipeline import EvaluationPipeline
 from frontal_exp.protocols.base import Protocol, RunResult
@@ -31,7 +34,9 @@ from frontal_exp.quiet import progress_enabled
 
 log = logging.getLogger(__name__)
 
-CONDITIONS = ("original", "frontalized")
+CONDITIONS = ("original", "frontalized", "fused")
+#: the embeddings each condition is made of (fused: both, the image's and its frontalized one's)
+NEEDS = {"original": ("original",), "frontalized": ("frontalized",), "fused": ("original", "frontalized")}
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,17 @@ def _different_pairs(people: list[str], images: dict[str, set[str]], n: int,
     return out
 
 
+def fused_embeddings(original: dict[str, np.ndarray | None], frontalized: dict[str, np.ndarray | None],
+                     weight: float) -> dict[str, np.ndarray | None]:
+    """Each image's fused template normalize(e_image + weight * e_frontalized); None where
+    either embedding is missing (no face in the image, or frontalization / its face lost)."""
+    out: dict[str, np.ndarray | None] = {}
+    for p, e in original.items():
+        f = frontalized.get(p)
+        out[p] = None if e is None or f is None else fused_template(e, f, weight)
+    return out
+
+
 def pair_scores(pairs: list[VerificationPair], emb: dict[str, np.ndarray | None]) -> np.ndarray:
     """Cosine similarity of each pair; NaN where a face is missing in either image."""
     scores = (pair_cosine(emb, p.path_a, p.path_b) for p in pairs)
@@ -159,7 +175,8 @@ def pair_scores(pairs: list[VerificationPair], emb: dict[str, np.ndarray | None]
 
 
 class VerificationProtocol(Protocol):
-    """Accuracy (threshold picked on the other folds) mean +- std, ROC AUC and TAR at FAR.
+    """Accuracy (threshold picked on the other folds) mean +- std, ROC AUC and TAR at FAR, per
+    condition (`conditions`: original, frontalized, fused), all on the same pairs and folds.
 
     `pairs_file`: LFW's pairs.txt; null looks for `<dataset.root>/../pairs.txt` and
     `<dataset.root>/pairs.txt`. Where there is none and `generate_if_missing` is true, seeded
@@ -218,8 +235,22 @@ class VerificationProtocol(Protocol):
         return generate_pairs(data, self.folds, self.max_pairs, cfg.seed), "generated"
 
     # -- embeddings per condition -----------------------------------------------------
+    def condition_embeddings(self, pipeline: EvaluationPipeline, paths: list[str],
+                             progress: bool = False) -> dict[str, dict[str, np.ndarray | None]]:
+        """Every configured condition's embedding of each image (None: no face / template).
+        Original and frontalized embeddings are computed once, also when only "fused" uses them."""
+        base = {}
+        for cond in ("original", "frontalized"):
+            if any(cond in NEEDS[c] for c in self.conditions):
+                base[cond] = self.embeddings(pipeline, paths, cond, progress)
+        out = {c: base[c] for c in self.conditions if c in base}
+        if "fused" in self.conditions:
+            out["fused"] = fused_embeddings(base["original"], base["frontalized"], pipeline.fusion_weight)
+        return out
+
     def embeddings(self, pipeline: EvaluationPipeline, paths: list[str], condition: str,
                    progress: bool = False) -> dict[str, np.ndarray | None]:
+        """Embeddings of the images themselves ("original") or of their frontalized faces."""
         if condition == "original":
             return pipeline.embed_paths(paths)[0]
         out: dict[str, np.ndarray | None] = {}
@@ -267,8 +298,9 @@ class VerificationProtocol(Protocol):
         pair_table = pd.DataFrame({"fold": folds, "same": labels, "path_a": [p.path_a for p in pairs],
                                    "path_b": [p.path_b for p in pairs]})
         raw, no_face_images = {}, {}
+        embeddings = self.condition_embeddings(pipeline, paths, progress_enabled(cfg.eval.progress))
         for cond in self.conditions:
-            emb = self.embeddings(pipeline, paths, cond, progress_enabled(cfg.eval.progress))
+            emb = embeddings[cond]
             raw[cond] = pair_scores(pairs, emb)
             no_face_images[cond] = sum(emb.get(p) is None for p in paths)
             pair_table[f"score_{cond}"] = raw[cond]
@@ -298,18 +330,43 @@ class VerificationProtocol(Protocol):
 
 
 def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> np.ndarray:
-    """ROC curves (TAR against FAR on a log axis) of each condition."""
-    from frontal_exp.figures import new_plot, plot_to_bgr
+    """ROC curves (TAR against FAR on a log axis) of each condition (see `roc_plot`)."""
+    from frontal_exp.figures import plot_to_bgr
+
+    return plot_to_bgr(roc_plot(curves, title))
+
+
+def same_roc(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], tol: float = 1e-9) -> bool:
+    """Whether two ROC curves ((FAR, TAR) steps) are the same: max |dTAR| < tol at every FAR
+    where either curve steps."""
+    grid = np.union1d(a[0], b[0])
+
+    def tar_at(far: np.ndarray, tar: np.ndarray) -> np.ndarray:
+        return tar[np.searchsorted(far, grid, side="right") - 1]
+
+    return bool(np.max(np.abs(tar_at(*a) - tar_at(*b))) < tol)
+
+
+def roc_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str):
+    """The ROC figure (matplotlib, from `new_plot`). A curve identical to an earlier one (see
+    `same_roc`) would hide under it: it is drawn dashed on top, and the legend says so
+    (`original = frontalized (identical)`)."""
+    from frontal_exp.figures import new_plot
 
     fig, axes = new_plot(1, 1, size=(6.0, 4.5))
     ax = axes[0][0]
+    drawn: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for cond, (scores, labels) in curves.items():
         if labels.any() and (~labels).any():
             far, tar, _ = roc_curve(scores, labels)
             auc = verification_metrics(scores, labels, np.zeros_like(labels, dtype=int))["auc"]
             # FAR = 0 has no place on a log axis: draw it at half the smallest resolvable FAR
             floor = 0.5 / max(1, int((~labels).sum()))
-            ax.step(np.maximum(far, floor), tar, where="post", label=f"{cond} (AUC {auc:.4f})")
+            twin = next((c for c, curve in drawn.items() if same_roc(curve, (far, tar))), None)
+            text = f"{cond} (AUC {auc:.4f})" if twin is None else f"{twin} = {cond} (identical, AUC {auc:.4f})"
+            ax.step(np.maximum(far, floor), tar, where="post", label=text,
+                    ls="-" if twin is None else (0, (4, 3)), lw=1.5 if twin is None else 2.0)
+            drawn[cond] = (far, tar)
     for f in (1e-3, 1e-2):
         ax.axvline(f, color="grey", lw=0.5, ls=":")
     ax.set_xscale("log")
@@ -318,7 +375,7 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    return plot_to_bgr(fig)
+    return fig
 
 
 def score_histograms(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> np.ndarray:
