@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,13 @@ from frontal_exp.tracking.mlflow_logger import (
     ensure_experiment,
     run_name_of,
 )
-from frontal_exp.tracking.run_notes import NOTE_TAG
+from frontal_exp.tracking.run_notes import (
+    NOTE_TAG,
+    VIEW_ID,
+    VIEW_NAME,
+    VIEW_TAG_PREFIX,
+    ensure_metrics_view,
+)
 
 
 def test_experiments_are_marked_ml_unless_a_kind_is_set(tmp_path):
@@ -113,6 +120,43 @@ def test_a_run_prints_where_to_see_it_in_the_ui(make_cfg, tmp_path):
     text = mlflow_pointer(cfg, run)
     assert text.splitlines()[0] == f"MLflow run {run} ({uri})"
     assert f"mlflow ui --backend-store-uri {uri}" in text
-    assert text.endswith(f"/#/experiments/{exp}?workflowType=machine_learning")
+    assert text.endswith(f"/#/experiments/{exp}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_ID}")
     remote = make_cfg("tracking.uri=http://127.0.0.1:1", output_root=tmp_path)
     assert mlflow_pointer(remote, run) == f"MLflow run {run} (http://127.0.0.1:1)"
+
+
+def view_state(client: MlflowClient, experiment_id: str) -> dict:
+    envelope = json.loads(client.get_experiment(experiment_id).tags[VIEW_TAG_PREFIX + VIEW_ID])
+    assert envelope["name"] == VIEW_NAME and isinstance(envelope["createdAt"], int)
+    return json.loads(envelope["state"])
+
+
+def test_the_runs_list_view_shows_key_metrics_as_columns(tmp_path):
+    """MLflow 3.17's runs list shows no metric column until one is picked; the experiment gets
+    a saved view (MLflow's envelope in an experiment tag) selecting each protocol's key
+    metrics, a sweep parent's first; columns accumulate and a view the user saved over it
+    (MLflow writes its state compressed) is left alone."""
+    client = client_for(default_sqlite_uri(tmp_path))
+    exp = client.create_experiment("e")
+    frontalization = {"net_gain": 0.01, "net_gain_ci_low": -0.02, "net_gain_ci_high": 0.04, "n": 8.0,
+                      "win_rate": 0.5, "angle_to_gt": 0.4, "seconds": 3.0}
+    assert ensure_metrics_view(client, exp, frontalization)
+    state = view_state(client, exp)
+    assert state["selectedColumns"] == ["metrics.`net_gain`", "metrics.`net_gain_ci_low`",
+                                        "metrics.`net_gain_ci_high`", "metrics.`n`", "metrics.`win_rate`"]
+    assert state["columnOrder"] == ["attributes.`Run Name`", "attributes.`Created`", *state["selectedColumns"]]
+    assert state["columnWidths"] == {"attributes.`Run Name`": 300}
+    assert not ensure_metrics_view(client, exp, frontalization)  # nothing new: the tag is not rewritten
+    # a sweep parent's metrics lead; a verification run adds its conditions' accuracy and AUC
+    assert ensure_metrics_view(client, exp, {"n_jobs": 2.0, "n_failed": 0.0, "best_net_gain": 0.01})
+    assert ensure_metrics_view(client, exp, {"n_pairs": 40.0, "original.acc_mean": 0.9, "original.auc": 0.95,
+                                             "original.n_folds": 10.0})
+    columns = view_state(client, exp)["selectedColumns"]
+    assert columns[:4] == ["metrics.`best_net_gain`", "metrics.`n_jobs`", "metrics.`n_failed`", "metrics.`net_gain`"]
+    assert columns[-2:] == ["metrics.`original.acc_mean`", "metrics.`original.auc`"]
+    assert "metrics.`original.n_folds`" not in columns and "metrics.`seconds`" not in columns
+
+    users = json.dumps({"name": "mine", "createdAt": 1, "state": "deflate;eJyrVkrOz0lNLlGyUlBKSc1N"})
+    client.set_experiment_tag(exp, VIEW_TAG_PREFIX + VIEW_ID, users)
+    assert not ensure_metrics_view(client, exp, {"fusion_gain": 0.1})
+    assert client.get_experiment(exp).tags[VIEW_TAG_PREFIX + VIEW_ID] == users

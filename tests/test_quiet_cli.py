@@ -149,3 +149,91 @@ def test_quiet_callback_runs_before_the_sweep_callback(make_cfg, monkeypatch):
         assert mlflow_log.getEffectiveLevel() == logging.INFO
     finally:
         mlflow_log.setLevel(before)
+
+
+# -- protocol summaries on the terminal ----------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_cache(tmp_path_factory) -> str:
+    """The session's demo-set cache (see test_protocols.shared_cache): built once."""
+    return f"cache_dir={tmp_path_factory.getbasetemp() / 'shared_cache'}"
+
+
+def summary_rows(text: str, first: str) -> dict[str, dict[str, str]]:
+    """The summary table of `format_summary` by its first column (header line starts with `first`)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:1] == [first])
+    header = lines[start].split()
+    rows = {}
+    for line in lines[start + 1:]:
+        cells = line.split()
+        if len(cells) < len(header):
+            break
+        # a label may hold spaces ("Angled vs GT"): the last len(header) - 1 cells are the values
+        label = " ".join(cells[: len(cells) - len(header) + 1])
+        rows[label] = dict(zip(header[1:], cells[len(cells) - len(header) + 1:], strict=True))
+    return rows
+
+
+def test_robustness_prints_a_compact_table_with_integer_counts(make_cfg, demo_cache):
+    from frontal_exp.app import format_summary, format_value
+    from frontal_exp.evaluation import evaluate
+
+    result = evaluate(make_cfg("protocol=robustness", "protocol.max_pairs=8", "dataset.limit=4", demo_cache,
+                               "eval.bootstrap=50", "tracking.enabled=false", "device=cpu"))
+    text = format_summary(result)
+    lines = text.splitlines()
+    assert len(lines) <= 10, text  # not one line per metric (30 of them)
+    assert "n_images=" in text and "n_images=4.0" not in text  # counts are integers (see the rows too)
+    m = result.metrics
+    assert f"n_images={int(m['n_images'])}  n_identities={int(m['n_identities'])}" in lines[1]
+    rows = summary_rows(text, "label")
+    assert list(rows) == ["Angled vs GT", "Angled vs Angled", "GT vs GT", "Impostor (Angled vs other's GT)"]
+    table = result.tables["robustness"].set_index("label")
+    for label, row in rows.items():
+        assert row["n"] == str(int(table.loc[label, "n"]))
+        assert row["mean"] == format_value("mean", table.loc[label, "mean"])  # n/a: no GT vs GT pair in demo
+        assert row["mean"] == "n/a" or row["mean"] == f"{table.loc[label, 'mean']:.4f}"
+        assert row["pairs_no_face"] == str(int(table.loc[label, "pairs_no_face"]))
+    assert f"margin_angle_vs_gt: {m['margin_angle_vs_gt']:.4f}" in lines
+
+
+def test_verification_prints_one_row_per_condition(make_cfg, demo_cache):
+    from frontal_exp.app import format_summary
+    from frontal_exp.evaluation import evaluate
+
+    result = evaluate(make_cfg("protocol=verification", "protocol.max_pairs=12", "protocol.conditions=[original]",
+                               demo_cache, "eval.bootstrap=50", "tracking.enabled=false", "device=cpu"))
+    text = format_summary(result)
+    m = result.metrics
+    assert "n_pairs=12  n_same=6  n_different=6" in text
+    row = summary_rows(text, "condition")["original"]
+    assert row["acc_mean"] == f"{m['original.acc_mean']:.4f}" and row["auc"] == f"{m['original.auc']:.4f}"
+    assert row["n_scored"] == "12" and row["n_no_face"] == str(int(m["original.n_no_face"]))
+    assert "tar_far_0.001" in row and "n_folds" not in text
+
+
+def test_format_value_counts_are_integers_rates_keep_decimals():
+    from frontal_exp.app import format_value
+
+    assert format_value("n_folds", 10.0) == "10" and format_value("original.n_scored", 40.0) == "40"
+    assert format_value("acc_mean", 1.0) == "1.0000" and format_value("auc", 0.98765) == "0.9877"
+    assert format_value("no_face_images", 3) == "3" and format_value("impostor", float("nan")) == "n/a"
+
+
+def test_infer_shows_a_progress_bar_when_asked(identity_tree, tmp_path, monkeypatch, capsys):
+    """`infer` over a folder is a long stage too: a bar per image (eval.progress=true forces it
+    here, stderr being captured), none by default when stderr is not a terminal."""
+    import shutil
+
+    from frontal_exp.infer import main
+
+    keep_env(monkeypatch)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(identity_tree / "astronaut" / "frontal.png", src / name)
+    assert main(["--source_dir", str(src), "-o", str(tmp_path / "out"), "enhancer=sharp", "eval.progress=true"]) == 0
+    err = capsys.readouterr().err
+    assert "infer: 100%" in err and "2/2" in err
+    assert main(["--source_dir", str(src), "-o", str(tmp_path / "out2"), "enhancer=sharp"]) == 0
+    assert "infer:" not in capsys.readouterr().err

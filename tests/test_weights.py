@@ -105,7 +105,7 @@ def test_verify_loads_each_file_and_says_what_it_could_check(tmp_path, capsys):
     assert "loads      liveportrait/base_models/warping_module.pth" in out
     assert "BAD        liveportrait/base_models/spade_generator.pth" in out and "not a PyTorch checkpoint" in out
     # one closing line counts them (warping loads, spade is unusable, the other two are missing)
-    assert out.strip().splitlines()[-2] == "4 files: 1 present, 2 missing, 1 unusable"
+    assert out.strip().splitlines()[-1] == "4 files: 1 present, 2 missing, 1 unusable"
     assert weights.main(["verify", "--models-dir", str(tmp_path), "--only", "w600k"]) == 1
     assert "not an ONNX model" in capsys.readouterr().out
 

@@ -54,6 +54,8 @@ class TrackingConf:
     experiment: str = "frontal_exp"
     run_name: str | None = None
     log_images: bool = True
+    #: a sweep writes report.html / report.md of its jobs and logs them on its parent run
+    sweep_report: bool = True
 
 
 @dataclass

@@ -23,6 +23,7 @@ from frontal_exp.app import CONFIG_DIR, check_config_dir
 from frontal_exp.config import instantiate_checked, register_configs
 from frontal_exp.errors import ConfigError, FrontalExpError, ModelFileError
 from frontal_exp.images import read_image, write_image
+from frontal_exp.quiet import configure_from, progress_bar
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     register_configs()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=args.overrides)
+    configure_from(cfg)  # quiet unless verbose=true; a progress bar when stderr is a terminal (eval.progress)
     try:
         sources, in_output = plan(args.source_dir, args.source_pattern, args.output_dir)
         model = instantiate_checked(cfg.model, "model") if args.frontalize else None
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     skipped: list[tuple[str, str]] = []
     done = kept = 0
-    for src, dst in sources:
+    for src, dst in progress_bar(sources, "infer", unit="image", enabled=cfg.eval.progress):
         rel = src.relative_to(args.source_dir)
         if dst.exists() and not args.overwrite:
             kept += 1

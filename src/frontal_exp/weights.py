@@ -356,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     tally = {"present": 0, "missing": 0, "unusable": 0}
     print(f"models directory: {root}")
+    print(f"licences: {INSIGHTFACE_LICENCE}; see README for the others.")
     for e in entries:
         path = _find(e, root)
         if args.command == "download" and path is None and e.manual:
@@ -386,8 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             tally["unusable" if problems else "present"] += 1
             status = 1 if problems else status
     checked = ", ".join(f"{n} {k}" for k, n in tally.items() if k != "unusable" or args.command != "list")
-    print(f"{len(entries)} files: {checked}")
-    print(f"licences: {INSIGHTFACE_LICENCE}; see README for the others.")
+    print(f"{len(entries)} files: {checked}")  # the last line: what the listing adds up to
     return status
 
 

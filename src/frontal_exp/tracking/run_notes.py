@@ -1,8 +1,10 @@
-"""What a run looks like in the MLflow UI: a name that says what distinguishes it, and a
-Markdown description (the `mlflow.note.content` tag) with its result at a glance."""
+"""What a run looks like in the MLflow UI: a name that says what distinguishes it, a
+Markdown description (the `mlflow.note.content` tag) with its result at a glance, and a saved
+runs-list view of the experiment that shows the key metrics as columns."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 
@@ -111,3 +113,82 @@ def run_note(metrics: Mapping[str, float], params: Mapping[str, str], figures: I
         lines.append("- Figures: " + ", ".join(f"`figures/{name}.png`" for name in figures))
     title = single_run_name(params)
     return "\n".join([f"### {title}" if title else "### Result", "", *lines])
+
+
+#: MLflow 3.17's UI shows no metric column in a runs list until the user picks them (its
+#: default columns are Dataset, Source and Models). A saved view is an experiment tag with this
+#: prefix; the UI lists it under "Views" and opens it from `?viewStateShareKey=<id>`.
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+VIEW_ID = "frontal_exp_metrics"
+VIEW_NAME = "frontal_exp: key metrics"
+#: the view's metric columns, in order: a sweep parent's (see sweep_callback), frontalization's,
+#: robustness'; verification's are per condition (CONDITION_METRICS)
+VIEW_METRICS = (
+    "best_net_gain", "n_jobs", "n_failed", "net_gain", "net_gain_ci_low", "net_gain_ci_high", "n", "win_rate",
+    "not_paired", "fusion_gain", "angle_vs_gt", "impostor", "margin_angle_vs_gt",
+)
+CONDITION_METRICS = ("acc_mean", "auc", "n_scored")
+
+
+def metric_column(key: str) -> str:
+    """The UI's id of a metric column (its canonical sort key)."""
+    return f"metrics.`{key}`"
+
+
+def view_metric_keys(metric_keys: Iterable[str]) -> list[str]:
+    """Which of a run's metrics the view shows: those of VIEW_METRICS it has, then each
+    verification condition's accuracy, AUC and scored pairs."""
+    keys = set(metric_keys)
+    per_condition = sorted(k for k in keys if "." in k and k.rsplit(".", 1)[1] in CONDITION_METRICS)
+    return [k for k in VIEW_METRICS if k in keys] + per_condition
+
+
+def metrics_view_columns(tag_value: str | None) -> list[str] | None:
+    """The metric columns of a view this project wrote ([] when there is none); None when the
+    tag holds a view it cannot read (one the user saved over it in the UI: it is kept)."""
+    if tag_value is None:
+        return []
+    try:
+        state = json.loads(json.loads(tag_value)["state"])
+        columns = state["selectedColumns"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return [c for c in columns if isinstance(c, str) and c.startswith("metrics.")]
+
+
+def metrics_view_value(metric_columns: list[str], created_at_ms: int) -> str:
+    """The tag value of the view: MLflow's saved-view envelope (name, createdAt, state) whose
+    state shows the run name (wide enough for a sweep job's name), start time and the metric
+    columns, in this order."""
+    first = ["attributes.`Run Name`", "attributes.`Created`"]
+    state = {"selectedColumns": list(metric_columns), "columnOrder": first + list(metric_columns),
+             "columnWidths": {first[0]: 300}}
+    return json.dumps({"name": VIEW_NAME, "createdAt": created_at_ms, "state": json.dumps(state)})
+
+
+def ensure_metrics_view(client, experiment_id: str, metric_keys: Iterable[str]) -> bool:  # noqa: ANN001
+    """Add a run's key metrics to the experiment's view (creating it); True when the tag was
+    written. Columns only accumulate, so runs of several protocols share one view; a view
+    the user saved over it in the UI is left alone."""
+    import time
+
+    tag = VIEW_TAG_PREFIX + VIEW_ID
+    existing = client.get_experiment(experiment_id).tags.get(tag)
+    columns = metrics_view_columns(existing)
+    if columns is None:
+        return False
+    known = [metric_column(k) for k in VIEW_METRICS]
+    added = columns + [c for c in map(metric_column, view_metric_keys(metric_keys)) if c not in columns]
+    # VIEW_METRICS' order first (a sweep parent's columns lead), the others as they came
+    merged = sorted(added, key=lambda c: (known.index(c) if c in known else len(known), added.index(c)))
+    if existing is not None and merged == columns:
+        return False
+    client.set_experiment_tag(experiment_id, tag, metrics_view_value(merged, int(time.time() * 1000)))
+    return True
+
+
+def metrics_view_url(experiment_id: str, base: str = "http://127.0.0.1:5000") -> str:
+    """The experiment's runs list in that view (`workflowType`: the runs list, not the GenAI
+    overview MLflow 3.17 opens otherwise)."""
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={VIEW_ID}")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +24,7 @@ from frontal_exp.tracking.mlflow_logger import (
     start_tracking,
     tracking_uri,
 )
-from frontal_exp.tracking.run_notes import NOTE_TAG
+from frontal_exp.tracking.run_notes import NOTE_TAG, ensure_metrics_view
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,11 @@ SUMMARY_COLUMNS = [
 #: tag prefix on a sweep's parent run: `sweep.failed_job.<num>` per failed job (its overrides
 #: and reason), `sweep.failed_jobs` the list of their numbers
 FAILED_JOB_TAG = "sweep.failed_job"
+
+
+#: written into a failed job's folder (its number, overrides and one-line reason), so the
+#: sweep's end can name every failed job, also without MLflow and from launcher workers
+FAILED_JOB_FILE = "job_failed.json"
 
 
 def failed_jobs_of(tags: dict[str, str]) -> list[str]:
@@ -51,10 +59,26 @@ def collect_sweep(sweep_dir: Path) -> pd.DataFrame:
         rows.append({"job": path.parent.name, "overrides": _job_overrides(path.parent),
                      **data["params"], **data["metrics"]})
     # show what the sweep varied, not what every job shares
-    common = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
+    common = shared_overrides(sweep_dir)
     for r in rows:
         r["overrides"] = " ".join(o for o in r["overrides"] if o not in common)
     return pd.DataFrame(rows)
+
+
+def shared_overrides(sweep_dir: Path) -> set[str]:
+    """The overrides every job of a sweep has, failed jobs included (what it did not vary)."""
+    jobs = [set(_job_overrides(d)) for d in sweep_dir.iterdir() if (d / ".hydra" / "overrides.yaml").is_file()]
+    return set.intersection(*jobs) if jobs else set()
+
+
+def failed_jobs(sweep_dir: Path) -> list[dict]:
+    """The failed jobs of a sweep, in job order: {"num", "overrides", "reason"} each."""
+    records = [json.loads(p.read_text()) for p in sweep_dir.glob(f"*/{FAILED_JOB_FILE}")]
+    return sorted(records, key=lambda r: int(r["num"]))
+
+
+def failed_job_line(record: dict) -> str:
+    return f"job {record['num']} failed: {record['overrides'] or '(no overrides)'}: {record['reason']}"
 
 
 def _job_overrides(job_dir: Path) -> list[str]:
@@ -105,12 +129,52 @@ def sweep_tracking(step: str, config: DictConfig) -> Iterator[None]:
         ) from exc
 
 
+#: the config of the sweep this process started and has not ended (see end_failed_sweep)
+_open_sweep: dict[str, Any] = {}
+
+
+def end_failed_sweep(exc: BaseException, verbose: bool = False) -> int | None:
+    """After Hydra stopped a sweep on a failed job (it raises the job's exception from the
+    sweeper, so `on_multirun_end` never runs): print the summary of the jobs that finished and
+    each failed job's overrides and reason, close the parent run FAILED, return exit status 1.
+    None when no sweep of this process is open (the error is not a sweep's)."""
+    config = _open_sweep.get("config")
+    if config is None:
+        return None
+    verbose = verbose or _open_sweep.get("full_error") == "1"  # the user's HYDRA_FULL_ERROR=1 too
+    sweep_dir = Path(config.hydra.sweep.dir)
+    if verbose:
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    failed = failed_jobs(sweep_dir)
+    if config.tracking.enabled and (sweep_dir / PARENT_FILE).is_file():
+        with sweep_tracking("marking the sweep's parent run FAILED", config):
+            run_id = json.loads((sweep_dir / PARENT_FILE).read_text())["run_id"]
+            client_for(tracking_uri(config)).set_terminated(run_id, "FAILED")  # kept FAILED below
+    MlflowSweepCallback().on_multirun_end(config)  # the finished jobs' summary, the parent closed
+    # each failed job by what the sweep varied, as in the summary (not the overrides all jobs share)
+    common = shared_overrides(sweep_dir)
+    lines = [failed_job_line({**r, "overrides": " ".join(o for o in r["overrides"].split() if o not in common)})
+             for r in failed]
+    if not failed:  # the launcher or sweeper failed, not a job
+        lines = [f"the sweep stopped: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}"]
+    finished = len(collect_sweep(sweep_dir))
+    print(f"Sweep FAILED ({len(failed)} job{'s' if len(failed) != 1 else ''} failed, {finished} finished):\n  "
+          + "\n  ".join(lines) + ("" if verbose else "\n(verbose=true shows the traceback)"),
+          file=sys.stderr, flush=True)
+    return 1
+
+
 class MlflowSweepCallback(Callback):
     """Creates the experiment and the parent run before the jobs start (no races between
     parallel jobs), and closes it with a comparison table of the jobs. A tracking error here
     stops the sweep with a non-zero exit status (see `sweep_tracking`)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra prints a failed job's traceback and exits 1 from inside `hydra.main`; with
+        # HYDRA_FULL_ERROR it raises instead, so frontal_exp.app.main can end the sweep itself
+        _open_sweep.clear()
+        _open_sweep.update(config=config, full_error=os.environ.get("HYDRA_FULL_ERROR"))
+        os.environ["HYDRA_FULL_ERROR"] = "1"
         if not config.tracking.enabled:
             return
         with sweep_tracking("creating the sweep's parent run", config):
@@ -127,36 +191,43 @@ class MlflowSweepCallback(Callback):
         log.info("MLflow parent run %s", run.info.run_id)
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
-        """A failed job marks the sweep's parent run FAILED at once: Hydra may stop the sweep
-        there, and the parent must not stay RUNNING forever. (This may run in a launcher's
-        worker process; an error here is only Hydra's warning, but the job failed, so the
-        sweep fails anyway, and a parent left RUNNING is marked KILLED by the next start.)"""
+        """A failed job prints its line (`job N failed: <overrides>: <reason>`), leaves it in
+        its folder (FAILED_JOB_FILE, for the sweep's end) and marks the sweep's parent run
+        FAILED at once: Hydra may stop the sweep there, and the parent must not stay RUNNING
+        forever. (This may run in a launcher's worker process; an error here is only Hydra's
+        warning, but the job failed, so the sweep fails anyway, and a parent left RUNNING is
+        marked KILLED by the next start.)"""
         from hydra.core.utils import JobStatus
 
-        if job_return is None or job_return.status != JobStatus.FAILED or not config.tracking.enabled:
+        if job_return is None or job_return.status != JobStatus.FAILED:
             return
         try:
             from hydra.core.hydra_config import HydraConfig
 
-            parent = Path(HydraConfig.get().sweep.dir) / PARENT_FILE
+            hydra_cfg = HydraConfig.get()
         except ValueError:
             return
-        if parent.is_file():
+        exc = job_return._return_value
+        record = {"num": int(hydra_cfg.job.num), "overrides": " ".join(job_return.overrides or []),
+                  "reason": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+        job_dir = Path(hydra_cfg.runtime.output_dir)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / FAILED_JOB_FILE).write_text(json.dumps(record))
+        print(failed_job_line(record), file=sys.stderr, flush=True)
+        parent = Path(hydra_cfg.sweep.dir) / PARENT_FILE
+        if config.tracking.enabled and parent.is_file():
             run_id = json.loads(parent.read_text())["run_id"]
             client = client_for(tracking_uri(config))
             # one tag per failed job (parallel jobs never overwrite each other's): its overrides
             # and the one-line reason; `sweep.failed_jobs` lists them all when the sweep ends
-            reason = " ".join(str(job_return._return_value).split())[:300]
-            overrides = " ".join(job_return.overrides or [])
-            num = HydraConfig.get().job.num
-            line = f"{overrides}: {type(job_return._return_value).__name__}: {reason}"[:5000]
-            client.set_tag(run_id, f"{FAILED_JOB_TAG}.{num}", line)
+            line = f"{record['overrides']}: {record['reason']}"[:5000]
+            client.set_tag(run_id, f"{FAILED_JOB_TAG}.{record['num']}", line)
             # the list, from every job's tag so far (Hydra may not reach on_multirun_end)
             client.set_tag(run_id, FAILED_JOB_TAG + "s", ",".join(failed_jobs_of(client.get_run(run_id).data.tags)))
             client.set_terminated(run_id, "FAILED")
-            print(f"job {num} failed: {line}", file=sys.stderr, flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        close_open_sweep()
         sweep_dir = Path(config.hydra.sweep.dir)
         df = collect_sweep(sweep_dir)
         text = format_summary(df)
@@ -172,5 +243,37 @@ class MlflowSweepCallback(Callback):
                 client.log_table(run_id, data=df, artifact_file="tables/sweep_summary.json")
                 client.log_text(run_id, text, "sweep_summary.txt")
                 client.set_tag(run_id, NOTE_TAG, sweep_note(df))
+                # report.html / report.md as the parent's artifacts; an error is one warning line
+                from frontal_exp.report import log_sweep_report
+
+                if config.tracking.get("sweep_report", True):
+                    log_sweep_report(client, config.tracking.experiment, run_id, sweep_dir / "report",
+                                     tracking_uri(config), int(config.eval.bootstrap))
+            # the sweep at a glance in the runs list's collapsed parent row (and its view's columns)
+            from mlflow.entities import Metric
+
+            metrics = sweep_metrics(df, len(failed_jobs(sweep_dir)))
+            client.log_batch(run_id, metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in metrics.items()])
+            ensure_metrics_view(client, client.get_run(run_id).info.experiment_id, metrics)
             failed = client.get_run(run_id).info.status == "FAILED"
             client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+def sweep_metrics(df: pd.DataFrame, n_failed: int) -> dict[str, float]:
+    """A sweep parent's metrics: jobs run and failed, and the best Net Gain among the finished."""
+    out = {"n_jobs": float(len(df) + n_failed), "n_failed": float(n_failed)}
+    if "net_gain" in df.columns and df["net_gain"].notna().any():
+        out["best_net_gain"] = float(df["net_gain"].max())
+    return out
+
+
+def close_open_sweep() -> None:
+    """Forget the open sweep and give HYDRA_FULL_ERROR back its value from before it."""
+    if not _open_sweep:
+        return
+    before = _open_sweep.get("full_error")
+    _open_sweep.clear()
+    if before is None:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+    else:
+        os.environ["HYDRA_FULL_ERROR"] = before
