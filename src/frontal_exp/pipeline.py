@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from frontal_exp.cache import EmbeddingCache, ImageCache, pixel_hash
+from frontal_exp.cache import EmbeddingCache, ImageCache, atomic_write, pixel_hash
 from frontal_exp.data.base import Item
 from frontal_exp.embedders.embedder import FaceEmbedder, FaceEmbedding
 from frontal_exp.enhancers.base import Enhancer
@@ -71,6 +71,9 @@ class ItemRecord:
     status: str = "ok"
     #: every problem found, comma-separated (an item can lack two faces)
     problems: str = ""
+    #: why the frontalizer returned the photo unchanged instead of frontalizing it (its fit
+    #: was not trusted, see the model's `fallback_reason`); "" when it did not
+    frontal_fallback: str = ""
     #: content key of the enhanced frontal image in the image cache
     frontal_key: str | None = None
     angle_embedding: np.ndarray | None = field(default=None, repr=False)
@@ -221,6 +224,10 @@ class EvaluationPipeline:
             "stage_cache_hits": self.enhanced_images.hits,
             **self.counts,
         }
+        if callable(getattr(self.frontalizer, "fallback_reason", None)):
+            # photos the frontalizer returned unchanged because it did not trust its fit
+            # (from the records, so a run served from the cache counts them too)
+            stats["frontalizer_fallback"] = sum(bool(r.frontal_fallback) for r in records)
         for stage, component in (("frontalizer", self.frontalizer), ("enhancer", self.enhancer)):
             if isinstance(getattr(component, "no_face_count", None), int):
                 # outputs a component passed through unchanged because it found no face
@@ -274,10 +281,16 @@ class EvaluationPipeline:
         if need_frontal:
             results = self.frontalizer.frontalize_batch([angles[i] for i in need_frontal])
             self.counts["frontalized_computed"] += len(need_frontal)
+            fallback_reason = getattr(self.frontalizer, "fallback_reason", None)
             for i, res in zip(need_frontal, results, strict=True):
                 if isinstance(res, Exception):
                     out[i] = (None, self._failure("frontalize", keys[i], res))
                 else:
+                    reason = fallback_reason(keys[i]) if callable(fallback_reason) else ""
+                    if reason:  # kept next to the cached output, so a re-run counts it too
+                        atomic_write(self._fallback_path(keys[i]), reason.encode())
+                    else:
+                        self._fallback_path(keys[i]).unlink(missing_ok=True)
                     self.frontal_images.put(keys[i], res)
                     frontals[i] = res
                     need_enhance.append(i)
@@ -304,6 +317,15 @@ class EvaluationPipeline:
                     self.enhanced_images.put(keys[i], res)
                     out[i] = (res, "")
         return out
+
+    def _fallback_path(self, key: str) -> Path:
+        return self.frontal_images.path(key).with_suffix(".fallback")
+
+    def fallback_of(self, key: str) -> str:
+        """Why the frontalizer returned the photo with pixel hash `key` unchanged ("" if it
+        did not), as recorded when its output was computed."""
+        path = self._fallback_path(key)
+        return path.read_text() if path.is_file() else ""
 
     def _run_chunk(
         self,
@@ -343,6 +365,7 @@ class EvaluationPipeline:
             if img is None:
                 rec.add_problem(reason.split(":")[0])
             else:
+                rec.frontal_fallback = self.fallback_of(keys[j])
                 f = frontal_results[j]
                 rec.frontal_face, rec.frontal_embedding = f.ok, f.embedding
                 rec.frontal_det_score = f.face.det_score if f.ok else None
