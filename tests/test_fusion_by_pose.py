@@ -206,5 +206,7 @@ def test_a_model_that_changes_nothing_has_no_break_even():
     table = pd.DataFrame({"lo": [0.0, 20.0, 40.0], "n": [5, 5, 5], "net_gain": [0.0, 0.0, 0.0],
                           "net_gain_ci_low": [0.0, 0.0, 0.0], "net_gain_ci_high": [0.0, 0.0, 0.0]})
     assert break_even(table) is None
+    table["net_gain"] = 3e-17  # rounding, as identity's fused probe has
+    assert break_even(table) is None
     table.loc[2, ["net_gain", "net_gain_ci_low", "net_gain_ci_high"]] = [0.02, 0.0, 0.04]
     assert break_even(table) == 40.0

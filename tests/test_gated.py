@@ -212,9 +212,11 @@ def test_gated_composes_with_any_inner_model_and_shares_its_images(make_cfg):
     cfg = make_cfg("model=gated", "model@model.inner=identity", "model.mode=fuse", "model.folds=3",
                    "model.features=[abs_yaw,angle_det_score]")
     gated = instantiate_checked(cfg.model, "model")
-    assert gated.inner.name == "identity" and gated.name == "gated-identity"
+    assert gated.inner.name == "identity" and gated.name == "gated-fuse-identity"
     assert gated.gate.mode == "fuse" and gated.gate.folds == 3
     assert gated.gate.features == ("abs_yaw", "angle_det_score")
+    fused = instantiate_checked(make_cfg("model=gated_fuse").model, "model")  # the recipe's option
+    assert fused.gate.mode == "fuse" and fused.name == "gated-fuse-mesh3d" and fused.cache_key() == inner.cache_key()
     for bad, match in (("model.mode=sometimes", "mode"), ("model.features=[abs_yawn]", "abs_yawn"),
                        ("model.folds=1", "folds"), ("+model.inner.strenght=0.5", "strenght")):
         with pytest.raises(ConfigError, match=match):

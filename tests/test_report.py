@@ -252,6 +252,15 @@ def test_report_figures_are_drawn_from_the_runs_tables(logged_runs):
         for gain in ("net_gain", "fusion_gain"):
             shown = breaks.loc[label, f"{'Net' if gain == 'net_gain' else 'Fusion'} Gain break-even |yaw| (deg)"]
             assert shown == results[run].params[f"{gain}_break_even_yaw"]
+    # the long table: each bin's gains and CIs, as the run logged them
+    gains = report.tables["gains_by_yaw"]
+    mine = gains[gains.Config == name].reset_index(drop=True)
+    shown_bins = logged[logged["n"].fillna(0) > 0].reset_index(drop=True)
+    assert mine["|yaw| bin"].tolist() == shown_bins["bin"].tolist()
+    assert mine["Net Gain"].to_numpy(float) == pytest.approx(shown_bins["net_gain"].to_numpy(float))
+    assert mine["Fusion Gain"].to_numpy(float) == pytest.approx(shown_bins["fusion_gain"].to_numpy(float))
+    assert mine["Net Gain 95% CI"].tolist() == [
+        f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(shown_bins.net_gain_ci_low, shown_bins.net_gain_ci_high, strict=True)]
 
 
 def test_flip_false_and_true_side_by_side_paired_on_the_same_items(logged_runs, tmp_path):

@@ -277,6 +277,26 @@ def table_by_pose(runs: pd.DataFrame, client, tmp: Path, axis: str = "yaw",
     return pd.DataFrame([{f"|{axis}| bin": b, **{c: v.get(b, "-") for c, v in columns.items()}} for b in order])
 
 
+def table_gains_by_pose(runs: pd.DataFrame, tables: Tables, axis: str = "yaw") -> pd.DataFrame:
+    """One row per configuration and |yaw| bin: N, Mean(Angle-GT), Net Gain and Fusion Gain
+    with their 95% paired-bootstrap CIs (the by-pose tables' own numbers)."""
+    extra = setting_columns(runs)
+    rows = []
+    for _, r in runs.iterrows():
+        table = tables.get(r["run_id"], f"by_{axis}")
+        if table is None:
+            continue
+        for _, t in table[table["n"].fillna(0) > 0].iterrows():
+            row = {"Config": label(r, extra), f"|{axis}| bin": t["bin"], "N": _int(t["n"]),
+                   "Mean(Angle-GT)": t.get("angle_to_gt", np.nan)}
+            for gain, name in (("net_gain", "Net Gain"), ("fusion_gain", "Fusion Gain")):
+                row[name] = t.get(gain, np.nan)
+                low, high = t.get(f"{gain}_ci_low", np.nan), t.get(f"{gain}_ci_high", np.nan)
+                row[f"{name} 95% CI"] = "-" if pd.isna(low) else f"[{low:+.4f}, {high:+.4f}]"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def table_identification(runs: pd.DataFrame) -> pd.DataFrame:
     """Rank-1 / rank-5 of angled inputs (the baseline) and frontalized faces, per run."""
     if "m.rank1_frontal" not in runs:
@@ -491,7 +511,9 @@ SECTIONS = (
                      "no-face pairs scored low or excluded in every condition alike)"),
     ("by_yaw", "Net Gain by |yaw| (N)"),
     ("by_pitch", "Net Gain by |pitch| (N)"),
-    ("break_even", "Break-even pose (lowest bin edge from which the gain's 95% CI lower bound stays >= 0)"),
+    ("gains_by_yaw", "Net Gain and Fusion Gain by |yaw| with 95% CIs"),
+    ("break_even", "Break-even pose (lowest bin edge from which the gain is positive with a 95% CI lower bound "
+                   ">= 0)"),
     ("flip", "Flip test-time augmentation: runs that differ only in embedder.flip"),
     ("identification", "Identification (rank-k in a gallery of every identity's GT)"),
     ("paired", "Paired comparisons with the baseline (same items; bootstrap 95% CI, Wilcoxon signed-rank)"),
@@ -512,9 +534,11 @@ EXPLAIN = {
     "by_yaw": "Net Gain of each configuration (columns) per |yaw| bin (rows), N items per bin; the figure "
               "shows the same numbers with their 95% CI.",
     "by_pitch": "As by |yaw|, binned by |pitch|.",
-    "break_even": "From which |yaw| (|pitch|) on frontalization (fusion) does not hurt, by its CI; none: the CI "
-                  "lower bound of the highest bins falls below 0; n/a: the run logged no such gain. A gain of "
-                  "exactly 0 (identity) has the CI [0, 0] and so a break-even.",
+    "gains_by_yaw": "Per configuration and |yaw| bin: Mean(Angle-GT), Net Gain (frontal vs angle) and Fusion "
+                    "Gain (fused probe vs angle) on the same items, each with its paired-bootstrap 95% CI.",
+    "break_even": "From which |yaw| (|pitch|) on frontalization (fusion) helps, by its CI: every bin from there "
+                  "up has a positive mean gain and a CI lower bound >= 0; none: no such bin edge; n/a: the run "
+                  "logged no such gain. A gain of exactly 0 (identity, CI [0, 0]) is no gain, so none.",
     "flip": "Each run's means with flip false and true, then the effect of flip (true - false) on the items "
             "scored in both runs, with its bootstrap 95% CI.",
     "identification": "Rank-1 / rank-5 of the angled inputs (the baseline) and of the frontalized faces, on the "
@@ -609,6 +633,7 @@ def build_report(client, experiment: str, parent_run: str | None = None,
             "verification": table_verification(by["verification"], client, t, tables=got),
             "by_yaw": table_by_pose(front, client, t, "yaw", tables=got),
             "by_pitch": table_by_pose(front, client, t, "pitch", tables=got),
+            "gains_by_yaw": table_gains_by_pose(front, got),
             "break_even": table_break_even(front, got),
             "flip": table_flip(pairs, got, n_boot),
             "identification": table_identification(front),

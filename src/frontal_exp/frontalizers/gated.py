@@ -47,7 +47,7 @@ class GatedFrontalizer(Frontalizer):
         self.gate = GateSpec(mode=mode, features=tuple(features or ("abs_yaw",)), folds=int(folds),
                              min_gain=float(min_gain), min_z=float(min_z),
                              validate=bool(validate), seed=int(seed))
-        self.name = f"gated-{inner.name}"
+        self.name = f"gated-{inner.name}" if self.gate.mode == "frontal" else f"gated-{self.gate.mode}-{inner.name}"
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.inner(image)

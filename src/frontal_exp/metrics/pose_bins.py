@@ -75,6 +75,11 @@ def _row(name: str, lo: float, hi: float, a: np.ndarray, b: np.ndarray, f: np.nd
             "fusion_gain_ci_low": fc.ci_low, "fusion_gain_ci_high": fc.ci_high}
 
 
+#: a mean gain at or below this is no gain (identity's fused probe differs from the angle's
+#: embedding by rounding only, ~1e-17)
+GAIN_TOLERANCE = 1e-9
+
+
 def break_even(table: pd.DataFrame, gain: str = "net_gain") -> float | None:
     """The lowest bin edge from which, in every bin above it, the mean gain is positive and
     its 95% CI lower bound >= 0 (bins with fewer than 2 items have no CI and are passed
@@ -84,7 +89,7 @@ def break_even(table: pd.DataFrame, gain: str = "net_gain") -> float | None:
     start = None
     for row in bins.itertuples():
         low, mean = getattr(row, f"{gain}_ci_low"), getattr(row, gain)
-        if np.isnan(low) or low < 0 or not mean > 0:
+        if np.isnan(low) or low < 0 or not mean > GAIN_TOLERANCE:
             start = None
         elif start is None:
             start = float(row.lo)
