@@ -150,7 +150,7 @@ def test_options_batch_and_cache_key(frontalizer, head_dir, photo):
     assert frontalizer.cache_key() == DecaFrontalizer(weights_dir=str(head_dir), device="cpu").cache_key()
 
 
-def test_deca_runs_from_the_command_line_paths(head_dir, make_cfg, tmp_path, real_faces):
+def test_deca_runs_from_the_command_line_paths(head_dir, make_cfg, tmp_path, real_faces, tmp_path_factory):
     """`model=deca model.weights_dir=...` in an evaluation on real photos, logged to MLflow,
     and in the inference CLI (official-format random weights, synthetic FLAME head)."""
     from mlflow import MlflowClient
@@ -158,8 +158,9 @@ def test_deca_runs_from_the_command_line_paths(head_dir, make_cfg, tmp_path, rea
     from frontal_exp.evaluation import evaluate
     from frontal_exp.infer import main as infer
     from frontal_exp.tracking.mlflow_logger import default_sqlite_uri
+    from tests.conftest import mlflow_db
 
-    out_root = tmp_path / "o"
+    out_root = mlflow_db(tmp_path / "o" / "mlflow.db", tmp_path_factory).parent  # the schema made
     cfg = make_cfg("model=deca", f"model.weights_dir={head_dir}", "device=cpu", "dataset=folder",
                    f"dataset.root={real_faces}", "dataset.gt=first", "dataset.limit=3",
                    "dataset.estimate_pose=false", "eval.bootstrap=20", "eval.grid_samples=2",

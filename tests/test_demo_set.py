@@ -13,15 +13,14 @@ import pytest
 
 from frontal_exp.data.demo import DemoDataset, crop_square
 from frontal_exp.images import read_image
-from tests.test_protocols import shared_cache
+from tests.conftest import load_demo_set, shared_cache_dir
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> tuple[Path, dict, object]:
-    """The default demo set, built once per session (the cache other test modules share)."""
-    cache_dir = shared_cache(tmp_path_factory).split("=", 1)[1]
-    dataset = DemoDataset(cache_dir=cache_dir)
-    loaded = dataset.load()
+    """The default demo set, built once per test run (the cache other test modules share)."""
+    dataset = DemoDataset(cache_dir=str(shared_cache_dir(tmp_path_factory)))
+    loaded = load_demo_set(dataset)
     manifest = json.loads((dataset.root / "manifest.json").read_text())
     return dataset.root, manifest, loaded
 

@@ -288,7 +288,7 @@ def test_device_rule_and_fp16(ffwm_files, astronaut):
     assert fp16.cache_key() != fp32.cache_key()
 
 
-def test_ffwm_runs_from_the_command_line_paths(ffwm_files, make_cfg, tmp_path, real_faces):
+def test_ffwm_runs_from_the_command_line_paths(ffwm_files, make_cfg, tmp_path, real_faces, tmp_path_factory):
     """`model=ffwm model.weights_dir=...` in an evaluation on real photos, logged to MLflow,
     and in the inference CLI."""
     from mlflow import MlflowClient
@@ -296,9 +296,10 @@ def test_ffwm_runs_from_the_command_line_paths(ffwm_files, make_cfg, tmp_path, r
     from frontal_exp.evaluation import evaluate
     from frontal_exp.infer import main as infer
     from frontal_exp.tracking.mlflow_logger import default_sqlite_uri
+    from tests.conftest import mlflow_db
 
     weights_dir = ffwm_files[0] / "ffwm"
-    out_root = tmp_path / "o"
+    out_root = mlflow_db(tmp_path / "o" / "mlflow.db", tmp_path_factory).parent  # the schema made
     cfg = make_cfg("model=ffwm", f"model.weights_dir={weights_dir}", "device=cpu", "dataset=folder",
                    f"dataset.root={real_faces / 'obama'}/..", "dataset.gt=first", "dataset.limit=2",
                    "dataset.estimate_pose=false", "eval.bootstrap=20", "eval.grid_samples=2",

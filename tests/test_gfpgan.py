@@ -182,49 +182,29 @@ def test_config_options_instantiate(make_cfg, gfpgan_models):
     assert face.paste_back is False and face.version == "1.4"
 
 
-def test_gfpgan_runs_inside_an_evaluation(make_cfg, gfpgan_models, tmp_path):
-    """The enhancer in a real run: logged with the device it used, every item accounted for."""
-    from mlflow import MlflowClient
-
-    from frontal_exp.evaluation import evaluate
-    from frontal_exp.tracking.mlflow_logger import default_sqlite_uri
-
-    cfg = make_cfg("enhancer=gfpgan", "enhancer.face_detector=scrfd500m", "model=identity",
-                   "dataset.limit=1", "eval.bootstrap=20", f"models_dir={gfpgan_models}", "device=cpu",
-                   output_root=tmp_path / "o")
-    result = evaluate(cfg)
-    assert result.params["enhancer"] == "gfpgan" and result.params["enhancer_device"] == "cpu"
-    m = result.metrics
-    assert m["n_items"] == 1 and m["n"] + m["not_paired"] == 1 and m["enhance_failed"] == 0
-    run = MlflowClient(default_sqlite_uri(tmp_path / "o")).get_run(result.run_id)
-    assert run.data.params["run.enhancer_device"] == "cpu"
-
-
-def test_gfpgan_sweep_from_the_command_line(gfpgan_models, tmp_path):
+def test_gfpgan_sweep_from_the_command_line(gfpgan_models, tmp_path, tmp_path_factory):
     """`python -m frontal_exp -m enhancer=gfpgan,gfpgan_v13 ...` as a user types it (a key that only the
-    swept options have is itself written as a sweep, `choice(...)`, as Hydra requires): one child run per
-    checkpoint version, each logged with its device and figures, under one parent."""
-    from mlflow import MlflowClient
+    swept options have is itself written as a sweep, `choice(...)`, as Hydra requires): the enhancer
+    in real runs, one child run per checkpoint version, each logged with the device it used, its
+    figures and every item accounted for, under one parent. It is also the test of a sweep by
+    Hydra's basic launcher (jobs one after the other in the process), checked like the other
+    launchers' sweeps (tests/test_end_to_end.py::check_sweep)."""
+    from tests.conftest import prepare_output_root
+    from tests.test_end_to_end import check_summary, check_sweep, run_cli
 
-    from frontal_exp.tracking.mlflow_logger import default_sqlite_uri
-    from tests.test_end_to_end import artifact_paths, run_cli
-
-    out_root = tmp_path / "outputs"
+    out_root = prepare_output_root(tmp_path / "outputs", tmp_path_factory)
     proc = run_cli(["-m", "enhancer=gfpgan,gfpgan_v13",
                     "enhancer.face_detector=choice(scrfd500m)", "model=identity",
                     "dataset.limit=1", "eval.bootstrap=20", "eval.grid_samples=1", "protocol.analyses=[]",
                     f"models_dir={gfpgan_models}", "device=cpu", f"output_root={out_root}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "enhancer=gfpgan_v13" in proc.stdout.split("Sweep summary")[1]
-    client = MlflowClient(default_sqlite_uri(out_root))
-    runs = client.search_runs([client.get_experiment_by_name("frontal_exp").experiment_id])
-    children = [r for r in runs if r.data.tags.get("frontal_exp.kind") == "job"]
-    assert sorted(c.data.params["enhancer.version"] for c in children) == ["1.3", "1.4"]
+    check_summary(proc.stdout, "enhancer=gfpgan_v13")
+    assert proc.stdout.split("Sweep summary")[1].count("enhancer=gfpgan") == 2  # a row per job
+    children = check_sweep(out_root, 2, "enhancer.version", {"1.3", "1.4"})
     for c in children:
-        assert c.info.status == "FINISHED" and c.data.params["run.enhancer_device"] == "cpu"
+        assert c.data.params["run.enhancer"] == "gfpgan" and c.data.params["run.enhancer_device"] == "cpu"
         m = c.data.metrics
         assert m["n_items"] == 1 and m["n"] + m["not_paired"] == 1 and m["enhance_failed"] == 0
-        assert "figures/triplets.png" in artifact_paths(client, c.info.run_id)
 
 
 @pytest.fixture()

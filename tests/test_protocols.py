@@ -18,20 +18,22 @@ from frontal_exp.evaluation import evaluate
 from frontal_exp.frontalizers.base import Frontalizer
 from frontal_exp.images import write_image
 from frontal_exp.tracking.mlflow_logger import default_sqlite_uri
+from tests.conftest import mlflow_db, shared_cache_dir
 from tests.test_end_to_end import artifact_paths
 
 FAST = ["eval.bootstrap=100", "eval.grid_samples=3", "device=cpu"]
 
 
 def shared_cache(tmp_path_factory) -> str:
-    """A cache folder for the whole test session: the demo set is built once (see test_report)."""
-    return f"cache_dir={tmp_path_factory.getbasetemp() / 'shared_cache'}"
+    """A cache folder for the whole test run (all xdist workers): the demo set is built once
+    (see test_report)."""
+    return f"cache_dir={shared_cache_dir(tmp_path_factory)}"
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
-    """One output root for the module: caches and the MLflow database are shared."""
-    return tmp_path_factory.mktemp("protocols")
+    """One output root for the module: caches and the MLflow database (its schema made) are shared."""
+    return mlflow_db(tmp_path_factory.mktemp("protocols") / "mlflow.db", tmp_path_factory).parent
 
 
 @pytest.fixture(scope="module")

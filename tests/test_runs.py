@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 
 from frontal_exp.errors import MissingWeightsError
 from frontal_exp.tracking.mlflow_logger import default_sqlite_uri
+from tests.conftest import mlflow_db, prepare_output_root
 
 REPO = Path(__file__).resolve().parents[1]
 #: a sweep that costs seconds: no frontalization model, two items, no figures
@@ -53,10 +54,10 @@ def experiment_runs(out_root: Path):
     return client, client.search_runs([exp.experiment_id])
 
 
-def test_two_sweeps_started_in_the_same_second_stay_apart(tmp_path):
+def test_two_sweeps_started_in_the_same_second_stay_apart(tmp_path, tmp_path_factory):
     """Two sweeps on a fresh database, whose clocks read the same second: each gets its own
     folder, its own parent run with its own two jobs, and both parents finish."""
-    out_root = tmp_path / "outputs"
+    out_root = prepare_output_root(tmp_path / "outputs", tmp_path_factory, with_db=False)
     same_second = {"FRONTAL_EXP_TEST_NOW": "2024-01-01 12:00:00"}
     procs = [start_cli(["-m", "enhancer=none,sharp", f"seed={seed}", *FAST, f"output_root={out_root}"], tmp_path,
                        **same_second) for seed in (1, 2)]
@@ -88,9 +89,9 @@ def test_two_sweeps_started_in_the_same_second_stay_apart(tmp_path):
     ("create_parent", "while creating the sweep's parent run"),
     ("close_parent", "while closing the sweep's parent run"),
 ])
-def test_a_tracking_error_in_the_sweep_callback_fails_the_sweep(tmp_path, failure, message):
+def test_a_tracking_error_in_the_sweep_callback_fails_the_sweep(tmp_path, tmp_path_factory, failure, message):
     """Hydra turns callback exceptions into warnings; the sweep must exit non-zero instead."""
-    out_root = tmp_path / "outputs"
+    out_root = prepare_output_root(tmp_path / "outputs", tmp_path_factory)
     proc = start_cli(["-m", "enhancer=none", *FAST, "dataset.limit=1", f"output_root={out_root}"], tmp_path,
                      FRONTAL_EXP_TEST_FAIL=failure)
     rc, out, err = finish(proc)
@@ -100,7 +101,7 @@ def test_a_tracking_error_in_the_sweep_callback_fails_the_sweep(tmp_path, failur
     assert len(ran) == (0 if failure == "create_parent" else 1)  # no job runs without its parent
 
 
-def test_runs_of_dead_processes_are_marked_killed(tmp_path):
+def test_runs_of_dead_processes_are_marked_killed(tmp_path, tmp_path_factory):
     """RUNNING runs of this host whose process is gone become KILLED; live processes, other
     hosts and finished runs are left alone."""
     from frontal_exp.tracking.mlflow_logger import (
@@ -111,6 +112,7 @@ def test_runs_of_dead_processes_are_marked_killed(tmp_path):
         process_tags,
     )
 
+    mlflow_db(tmp_path / "mlflow.db", tmp_path_factory)  # the schema made
     client = MlflowClient(default_sqlite_uri(tmp_path))
     exp = client.create_experiment("e")
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -138,10 +140,10 @@ def test_runs_of_dead_processes_are_marked_killed(tmp_path):
                       this_process: "RUNNING", reused: "KILLED"}
 
 
-def test_a_sweep_killed_with_sigkill_is_marked_killed_by_the_next_start(tmp_path):
+def test_a_sweep_killed_with_sigkill_is_marked_killed_by_the_next_start(tmp_path, tmp_path_factory):
     from frontal_exp.tracking.mlflow_logger import HOST_TAG, PID_TAG
 
-    out_root = tmp_path / "outputs"
+    out_root = prepare_output_root(tmp_path / "outputs", tmp_path_factory)
     marker = tmp_path / "slow_item_reached"
     proc = start_cli(["-m", "enhancer=none", *FAST, "dataset.limit=3", "eval.batch_size=1",
                       f"output_root={out_root}"], tmp_path, FRONTAL_EXP_TEST_SLOW=str(marker))
@@ -161,10 +163,11 @@ def test_a_sweep_killed_with_sigkill_is_marked_killed_by_the_next_start(tmp_path
     assert job.info.status == "FINISHED" and job.data.tags[PID_TAG] != str(proc.pid)
 
 
-def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, tmp_path_factory):
     """SIGINT after the first item (batch_size=1): the items done are counted, no traceback."""
     marker = tmp_path / "slow_item_reached"
-    proc = start_cli([*FAST, "dataset.limit=3", "eval.batch_size=1", f"output_root={tmp_path / 'outputs'}"],
+    out_root = prepare_output_root(tmp_path / "outputs", tmp_path_factory)
+    proc = start_cli([*FAST, "dataset.limit=3", "eval.batch_size=1", f"output_root={out_root}"],
                      tmp_path, FRONTAL_EXP_TEST_SLOW=str(marker))
     wait_for(marker, proc)
     proc.send_signal(signal.SIGINT)

@@ -38,6 +38,7 @@ from frontal_exp.tracking.mlflow_logger import (
     start_tracking,
 )
 from frontal_exp.tracking.relog import RELOGGED_AS_TAG, RELOGGED_FILE, RELOGGED_FROM_TAG
+from tests.conftest import prepare_output_root
 
 REPO = Path(__file__).resolve().parents[1]
 #: the folder of the `sitecustomize` that pauses a run before it logs (FRONTAL_EXP_TEST_PAUSE)
@@ -245,6 +246,8 @@ def outage(team, tmp_path_factory):
     pause_sweep, pause_single = root / "pause_sweep", root / "pause_single"
     pause_sweep.mkdir(), pause_single.mkdir()
     common = [*FAST, f"tracking.uri={team.server.url}"]
+    for out in ("sweep", "single"):  # the demo set built once for the test run, linked in
+        prepare_output_root(root / out, tmp_path_factory, with_db=False)
     t0 = time.monotonic()
     sweep = start_cli(["-m", "model=identity,mesh3d", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *common,
                        "tracking.experiment=team_sweep", f"output_root={root / 'sweep'}"], root,
@@ -379,6 +382,24 @@ def test_relog_replaces_a_partial_run_and_finds_the_sweep_parent(team, outage):
     assert gone.info.lifecycle_stage == "deleted" and gone.data.tags[RELOGGED_AS_TAG] == run_id
 
 
+@pytest.mark.team_server
+def test_a_run_in_this_process_logs_to_the_server_and_nothing_locally(team, make_cfg, tmp_path):
+    """An evaluation started in Python (as from a notebook) with `tracking.uri` set to the
+    server logs there, artifacts included, and nothing goes to the local store."""
+    from frontal_exp.evaluation import evaluate
+    from tests.test_end_to_end import artifact_paths
+
+    cfg = make_cfg("dataset.limit=3", "eval.bootstrap=50", f"tracking.uri={team.server.url}",
+                   "tracking.experiment=remote")
+    result = evaluate(cfg)
+    client = MlflowClient(team.server.url)
+    run = client.get_run(result.run_id)
+    assert run.data.metrics["n_items"] == 3
+    assert "figures/triplets.png" in artifact_paths(client, result.run_id)
+    assert list(team.server.artifacts.rglob(f"{result.run_id}/artifacts/figures/triplets.png"))
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()  # nothing went to the local store
+
+
 def test_a_dead_server_at_the_start_fails_before_any_work(make_cfg, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     cfg = make_cfg(f"tracking.uri=http://127.0.0.1:{free_port()}")  # nothing listens there
@@ -429,7 +450,8 @@ def test_a_run_folder_reads_back_as_the_run_had_it(tmp_path):
     assert cfg.embedder.batch_size == 32
 
 
-def test_a_refused_log_keeps_the_run_and_relog_replaces_its_partial_run(make_cfg, tmp_path, monkeypatch):
+def test_a_refused_log_keeps_the_run_and_relog_replaces_its_partial_run(make_cfg, tmp_path, tmp_path_factory,
+                                                                       monkeypatch):
     """A store that answers but refuses a request halfway through logging (here: SQLite, the
     config artifact refused): the partial run is marked FAILED, the folder gets
     mlflow_pending.json naming it, and relog logs the folder and deletes the partial run."""
@@ -440,7 +462,7 @@ def test_a_refused_log_keeps_the_run_and_relog_replaces_its_partial_run(make_cfg
     from frontal_exp.tracking.mlflow_logger import client_for, log_result, tracking_uri
     from frontal_exp.tracking.relog import relog
 
-    cfg = make_cfg("model=identity", output_root=tmp_path / "out")
+    cfg = make_cfg("model=identity", output_root=prepare_output_root(tmp_path / "out", tmp_path_factory))
     run_dir = tmp_path / "run"
     result = RunResult(metrics={"net_gain": 0.25, "n": 2.0}, output_dir=run_dir,
                        params={"model": "identity", "enhancer": "none", "embedder": "e", "dataset": "demo"},
