@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 MAX_WORKERS = 4
 #: modules whose slow tests should start first, so that no long test is left to run alone at the
 #: end (the scheduler hands out work in collection order); the rest keep pytest's order
-SLOW_MODULES_FIRST = ("test_team_server.py", "test_end_to_end.py", "test_gfpgan.py", "test_liveportrait.py",
+SLOW_MODULES_FIRST = ("test_team_server.py", "test_gfpgan.py", "test_liveportrait.py", "test_end_to_end.py",
                       "test_runs.py", "test_report.py")
 #: where the workers leave the groups of the collected tests for the scheduler (main basetemp)
 GROUPS_FILE = "xdist_groups.json"
@@ -88,8 +88,19 @@ def share_cpus_between_workers() -> None:
 
 share_cpus_between_workers()
 
+#: glibc's malloc for the processes the suite starts (xdist workers, CLI runs): freed memory
+#: stays in the heap for the next allocation instead of going back to the kernel, which hands it
+#: out again page by page, zeroed (torch frees and reallocates the same large activations for
+#: every image). Measured on the GFPGAN batch test: 60% fewer page faults, half the system time.
+#: Set before the workers start (they read it when they start); no effect where malloc is not
+#: glibc's.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(16 << 30),
+              "MALLOC_TOP_PAD_": str(1 << 30)}
+for _name, _value in MALLOC_ENV.items():
+    os.environ.setdefault(_name, _value)
 
-def test_group(item: pytest.Item) -> str | None:
+
+def xdist_group_of(item: pytest.Item) -> str | None:
     """The group a test runs in, on one worker with the rest of its group: its `xdist_group`
     mark, else its module's name where it uses a fixture its module defines with module, class
     or session scope (a server, a loaded model, one evaluation several tests check); None for
@@ -120,7 +131,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if os.environ.get("PYTEST_XDIST_WORKER") and getattr(config.option, "loadgroup", False):
         import json
 
-        groups = {item.nodeid: group for item in items if (group := test_group(item)) is not None}
+        groups = {item.nodeid: group for item in items if (group := xdist_group_of(item)) is not None}
         target = config._tmp_path_factory.getbasetemp().parent / GROUPS_FILE  # noqa: SLF001 - as xdist does
         partial = target.with_name(f"{target.name}.{os.environ['PYTEST_XDIST_WORKER']}")
         partial.write_text(json.dumps(groups))
@@ -129,17 +140,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN001, ANN201 - xdist's types
-    """`--dist loadgroup`, with the groups of `test_group` (xdist's own loadgroup marks the
+    """`--dist loadgroup`, with the groups of `xdist_group_of` (xdist's own loadgroup marks the
     group in the test's node id, which pytest 9.2 no longer lets it change: pytest-xdist#1386)."""
     if config.getvalue("dist") != "loadgroup":
         return None
     import json
 
-    from xdist.scheduler import LoadScopeScheduling
+    from xdist.scheduler import LoadGroupScheduling
 
     groups_file = config._tmp_path_factory.getbasetemp() / GROUPS_FILE  # noqa: SLF001 - as xdist does
 
-    class GroupScheduling(LoadScopeScheduling):
+    class GroupScheduling(LoadGroupScheduling):
         """A group's tests are one unit of work (one worker, in order); every other test is a
         unit of its own. Units go out in collection order (--no-loadscope-reorder)."""
 
@@ -148,7 +159,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN001, AN
         def _split_scope(self, nodeid: str) -> str:
             if self.groups is None:  # the workers have collected (and written it) by now
                 self.groups = json.loads(groups_file.read_text()) if groups_file.is_file() else {}
-            return self.groups.get(nodeid, nodeid)
+            # a node id xdist suffixed with its group (`...@group`, pytest before 9.2): xdist's rule
+            return self.groups[nodeid] if nodeid in self.groups else super()._split_scope(nodeid)
 
     return GroupScheduling(config, log)
 

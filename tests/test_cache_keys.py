@@ -78,6 +78,20 @@ def test_code_fingerprint_covers_what_the_module_imports(edit_source):
     assert REPORT not in fingerprint.code_modules("frontal_exp.pipeline")
 
 
+def test_package_versions_come_from_the_distributions_that_provide_the_import():
+    """The fast reading of the installed distributions finds what importlib.metadata's
+    packages_distributions finds (with importlib_metadata imported, as MLflow does)."""
+    import importlib_metadata  # noqa: F401 - changes how distributions list their files
+    from importlib.metadata import packages_distributions
+
+    fingerprint._distributions.cache_clear()
+    fast = {name: sorted(dists) for name, dists in fingerprint._distributions().items()}
+    assert fast == {name: sorted(dists) for name, dists in packages_distributions().items()}
+    assert fingerprint.package_version("cv2").startswith("opencv")
+    assert fingerprint.package_version("skimage").startswith("scikit-image ")
+    assert fingerprint.package_version("no_such_module_here") == "absent"
+
+
 def test_enhancer_code_changes_the_enhanced_stage_only(embedder, tmp_path, edit_source):
     def roots() -> tuple:
         pipe = EvaluationPipeline(embedder, IdentityFrontalizer(), EnhancerChain([Sharpen()]),

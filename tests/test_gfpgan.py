@@ -188,13 +188,14 @@ def test_gfpgan_sweep_from_the_command_line(gfpgan_models, tmp_path, tmp_path_fa
     in real runs, one child run per checkpoint version, each logged with the device it used, its
     figures and every item accounted for, under one parent. It is also the test of a sweep by
     Hydra's basic launcher (jobs one after the other in the process), checked like the other
-    launchers' sweeps (tests/test_end_to_end.py::check_sweep)."""
+    launchers' sweeps (tests/test_end_to_end.py::check_sweep). Pasted back without the ParseNet mask,
+    the slower half of a restoration on CPU, which the tests above cover."""
     from tests.conftest import prepare_output_root
     from tests.test_end_to_end import check_summary, check_sweep, run_cli
 
     out_root = prepare_output_root(tmp_path / "outputs", tmp_path_factory)
     proc = run_cli(["-m", "enhancer=gfpgan,gfpgan_v13",
-                    "enhancer.face_detector=choice(scrfd500m)", "model=identity",
+                    "enhancer.face_detector=choice(scrfd500m)", "enhancer.parse_mask=choice(false)", "model=identity",
                     "dataset.limit=1", "eval.bootstrap=20", "eval.grid_samples=1", "protocol.analyses=[]",
                     f"models_dir={gfpgan_models}", "device=cpu", f"output_root={out_root}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

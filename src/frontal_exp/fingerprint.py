@@ -160,9 +160,34 @@ def _closure(roots: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 @cache
 def _distributions() -> dict[str, list[str]]:
-    from importlib.metadata import packages_distributions
+    """Importable top-level names -> the distributions providing them: what
+    `importlib.metadata.packages_distributions()` returns, read 5x faster (it turns every line
+    of every RECORD into a path object and, once `importlib_metadata` is imported, checks that
+    each file exists: about a second per process with this project's packages). A
+    distribution's names are those of its top_level.txt, else the first part of the paths of
+    the .py files its RECORD lists that exist (tests/test_cache_keys.py compares the two)."""
+    import csv
+    from importlib.metadata import distributions
 
-    return packages_distributions()
+    found: dict[str, list[str]] = {}
+    for dist in distributions():
+        names = (dist.read_text("top_level.txt") or "").split()
+        if not names:
+            record = dist.read_text("RECORD")
+            if record is None:  # no RECORD (an egg): the slow, general way
+                names = {f.parts[0] if len(f.parts) > 1 else f.with_suffix("").name
+                         for f in dist.files or () if f.suffix == ".py"}
+            else:
+                files: dict[str, list[str]] = {}
+                for row in csv.reader(record.splitlines()):
+                    if row and row[0].endswith(".py"):
+                        parts = row[0].split("/")
+                        files.setdefault(parts[0] if len(parts) > 1 else parts[0][:-3], []).append(row[0])
+                names = [top for top, paths in files.items()
+                         if any(Path(dist.locate_file(f)).exists() for f in paths)]
+        for top in names:
+            found.setdefault(top, []).append(dist.metadata["Name"])
+    return found
 
 
 @cache
