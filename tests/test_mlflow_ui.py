@@ -51,15 +51,31 @@ def test_single_run_name_is_short_and_tracking_run_name_wins(make_cfg):
     assert run_name_of(make_cfg("tracking.run_name=mine"), params) == "mine"
 
 
-def test_sweep_children_are_named_by_what_they_vary_and_described(tmp_path):
+def test_a_sweep_varies_what_its_command_line_swept_however_hydra_rewrites_it():
+    from frontal_exp.tracking.run_notes import varied_overrides
+
+    # Hydra hands each job the overrides it re-wrote: `false` -> `False`, `[a,b]` -> `[a, b]`
+    sweep = ["enhancer.amount=0.5,1.5", "tracking.sweep_report=false", "protocol.analyses=[by_pose,flip]", "~seed"]
+    job = ["enhancer.amount=0.5", "tracking.sweep_report=False", "protocol.analyses=[by_pose, flip]", "~seed"]
+    assert varied_overrides(job, sweep) == ["enhancer.amount=0.5"]
+    assert varied_overrides(["tracking.sweep_report=True"], sweep) == ["tracking.sweep_report=True"]
+    assert varied_overrides(["+extra=1"], ["extra=1"]) == ["+extra=1"]  # adding is not setting
+    assert varied_overrides(job, None) == job
+
+
+def test_sweep_children_are_named_by_what_they_vary_and_described(tmp_path, tmp_path_factory):
     """A real 2-job sweep: each child's name gives the value it varied (not the keys all jobs
-    share), and its description gives its Net Gain, 95% CI and N as logged."""
-    out_root = tmp_path / "outputs"
+    share, `false` among them, which Hydra hands the jobs as `False`), and its description
+    gives its Net Gain, 95% CI and N as logged."""
+    from tests.conftest import prepare_output_root
+
+    out_root = prepare_output_root(tmp_path / "outputs", tmp_path_factory)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(
         [sys.executable, "-m", "frontal_exp", "-m", "enhancer=sharp", "enhancer.amount=0.5,1.5",
-         "dataset.limit=2", "eval.bootstrap=20", "eval.grid_samples=2", f"output_root={out_root}"],
+         "dataset.limit=2", "eval.bootstrap=20", "eval.grid_samples=2", "protocol.analyses=[]",
+         "tracking.sweep_report=false", f"output_root={out_root}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

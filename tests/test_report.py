@@ -40,7 +40,7 @@ from frontal_exp.tracking.config_id import (
     config_hash,
 )
 from frontal_exp.tracking.mlflow_logger import client_for, default_sqlite_uri, log_result
-from tests.conftest import compose_config
+from tests.conftest import compose_config, prepare_output_root
 from tests.test_end_to_end import run_cli
 from tests.test_protocols import shared_cache
 
@@ -451,9 +451,9 @@ def test_markdown_table():
                                             "| z | nan | 2 |"]
 
 
-def test_demo_recipe_sweep_then_report_cli(tmp_path):
+def test_demo_recipe_sweep_then_report_cli(tmp_path, tmp_path_factory):
     """The demo recipe as users run it (narrowed to two jobs), then the report command."""
-    out_root = tmp_path / "outputs"
+    out_root = prepare_output_root(tmp_path / "outputs", tmp_path_factory)
     proc = run_cli(["-m", "experiment=demo", "model=identity", "enhancer=none,sharp", "dataset.limit=4",
                     "eval.bootstrap=100", "eval.grid_samples=2", f"output_root={out_root}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

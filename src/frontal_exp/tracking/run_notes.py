@@ -50,8 +50,20 @@ def varied_overrides(job: Iterable[str], sweep: Iterable[str] | None) -> list[st
     """The job's overrides that the sweep varied: those the sweep's command line did not
     give as they are (`enhancer=none,sharp` varies `enhancer`; `dataset.limit=4` does not).
     Without the sweep's overrides, every override of the job."""
-    sweep = set(sweep) if sweep is not None else set()
-    return [o for o in job if o not in sweep]
+    given = {_canonical(o) for o in sweep} if sweep is not None else set()
+    return [o for o in job if _canonical(o) not in given]
+
+
+def _canonical(override: str) -> tuple | str:
+    """An override as Hydra reads it: a job's copy of `flag=false` from the sweep's command
+    line reads `flag=False`, of `x=[1,2]` reads `x=[1, 2]`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_override(override)
+    except Exception:  # noqa: BLE001 - not an override Hydra reads: compared as written
+        return override
+    return (parsed.type.name, parsed.get_key_element(), repr(parsed.value()))
 
 
 def sweep_job_name(params: Mapping[str, str], varied: Iterable[str]) -> str:
