@@ -36,10 +36,12 @@ def no_downloads(monkeypatch):
 
 @pytest.fixture(scope="module")
 def scrfd_gfpgan(gfpgan_models):
-    """SCRFD-500M finds the real face even with random GFPGAN weights; one instance, loaded once."""
+    """SCRFD-500M finds the real face even with random GFPGAN weights; one instance, loaded once.
+    Pasted back with GFPGAN's own soft square mask: the ParseNet mask (random weights: an arbitrary
+    mask) costs more CPU than the restoration; test_retinaface_path_and_upscale runs it."""
     from frontal_exp.enhancers.gfpgan import GFPGANEnhancer
 
-    return GFPGANEnhancer(face_detector="scrfd500m", models_dir=str(gfpgan_models), device="cpu")
+    return GFPGANEnhancer(face_detector="scrfd500m", models_dir=str(gfpgan_models), device="cpu", parse_mask=False)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +150,27 @@ def test_aligned_face_output(gfpgan_models, astronaut):
     face = largest(detect_faces(enh._detector, aligned))  # noqa: SLF001
     assert face is not None
     assert np.abs(face.kps[:2] - FFHQ_TEMPLATE_512[:2]).max() < 12
+
+
+def test_parse_mask_keeps_face_classes_and_fades_at_the_rim(gfpgan_models):
+    """The paste mask from ParseNet's labels (its output given here: a face on the right half,
+    background on the left): face classes kept, the rest and a rim zero, edges blurred."""
+    import torch
+
+    from frontal_exp.enhancers.gfpgan import _PARSE_NOT_FACE, FACE_SIZE, GFPGANEnhancer
+
+    enh = GFPGANEnhancer(face_detector="scrfd500m", models_dir=str(gfpgan_models), device="cpu")
+    logits = torch.zeros(2, 19, FACE_SIZE, FACE_SIZE)
+    logits[:, 1, :, FACE_SIZE // 2:] = 1  # skin
+    logits[:, _PARSE_NOT_FACE[0], :, : FACE_SIZE // 2] = 1
+    enh._parser = lambda batch: (logits[: len(batch)],)  # noqa: SLF001 - ParseNet's output, given
+    faces = [np.zeros((FACE_SIZE, FACE_SIZE, 3), np.uint8)] * 2
+    masks = enh.face_masks(faces)
+    assert len(masks) == 2 and masks[0].shape == (FACE_SIZE, FACE_SIZE)
+    mid = FACE_SIZE // 2
+    assert masks[0][mid, mid + 100] > 0.99 and masks[0][mid, mid - 100] < 0.01  # face vs background
+    assert 0.3 < masks[0][mid, mid] < 0.7  # a blurred edge, not a step
+    assert masks[0][mid, -1] < 0.75 and masks[0][mid, -40] > 0.9  # a zero rim: faded toward the crop's edge
 
 
 def test_retinaface_path_and_upscale(gfpgan_models, astronaut):

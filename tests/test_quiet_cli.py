@@ -50,9 +50,13 @@ def keep_env(monkeypatch) -> None:
         monkeypatch.delenv(key, raising=False)
 
 
-def test_default_run_prints_results_without_third_party_noise(tmp_path):
-    """Fresh output_root: the demo set is built (libpng decodes a package PNG), FaceMesh graphs
-    are created, MLflow creates its database; none of their chatter reaches the terminal."""
+def test_default_run_prints_results_without_third_party_noise(tmp_path, tmp_path_factory):
+    """Fresh output_root (the session's demo set linked in; building it decodes package photos,
+    which the script below does): FaceMesh graphs are created, MLflow creates its database; none
+    of their chatter reaches the terminal."""
+    from tests.conftest import prepare_output_root
+
+    prepare_output_root(tmp_path, tmp_path_factory, with_db=False)
     proc = subprocess.run(
         [sys.executable, "-m", "frontal_exp", "dataset.limit=4", f"output_root={tmp_path}"],
         capture_output=True, text=True, timeout=300, env=clean_env(),
@@ -75,6 +79,7 @@ from frontal_exp.data.demo import package_photos
 from frontal_exp.face3d.facemesh import FaceMeshDetector
 from frontal_exp.images import read_image
 lm = FaceMeshDetector().detect(read_image(package_photos()["tom_hanks"]))
+read_image(package_photos()["astronaut"])  # a PNG whose colour profile libpng warns about
 print("landmarks", None if lm is None else lm.shape, flush=True)
 with native_stderr_filtered():  # a native error in a quiet region is forwarded, never hidden
     os.write(2, b"E0000 00:00:1.0 1 real_failure.cc:1] the graph could not start\\n")
@@ -90,6 +95,7 @@ def test_mediapipe_chatter_hidden_unless_verbose_and_real_errors_forwarded(mode)
     assert "the graph could not start" in proc.stderr
     if mode == "verbose":  # MediaPipe's TFLite line is printed on this machine without the filter
         assert "Created TensorFlow Lite XNNPACK delegate" in proc.stderr
+        assert "libpng warning: iCCP" in proc.stderr
     else:
         assert [n for n in NOISE if n in proc.stderr] == [], proc.stderr
 

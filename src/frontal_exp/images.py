@@ -44,7 +44,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if data.size == 0:
         raise BadImageError(f"{path}: empty file")
     # IMREAD_COLOR applies the EXIF orientation (phone photos); ANYDEPTH keeps 16-bit data
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+    if data[:8].tobytes() == b"\x89PNG\r\n\x1a\n":  # libpng writes warnings (iCCP profiles) to fd 2
+        from frontal_exp.quiet import native_stderr_filtered
+
+        with native_stderr_filtered():
+            image = cv2.imdecode(data, flags)
+    else:
+        image = cv2.imdecode(data, flags)
     if image is None:
         raise BadImageError(f"{path}: not a decodable image (truncated or not an image file)")
     return to_bgr_uint8(image, str(path))
